@@ -1,0 +1,66 @@
+# The platform's commands. `make up` starts everything locally; `make test` runs lint and tests.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+TRITON_VENV := .venv-triton
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TRITON_STAMP := $(TRITON_VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install up down status logs test test-fast test-integration lint format demo bench clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found); set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==25.3
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+$(TRITON_STAMP): pyproject.toml
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q --upgrade pip==25.3
+	$(TRITON_VENV)/bin/python -m pip install -q "nvidia-pytriton==0.7.0" "numpy==1.26.4" "pandas==2.2.3" "torch==2.13.0" "xgboost-cpu==3.2.0" "pydantic==2.14.3" "pydantic-settings==2.16.3"
+	$(TRITON_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(STAMP) $(TRITON_STAMP) ## create .venv and .venv-triton (numpy<2) and install
+
+up: install ## start every service locally and print the table
+	$(PY) -m secml.stack up
+
+down: ## stop exactly the processes `make up` started
+	@test -x $(PY) && $(PY) -m secml.stack down || echo "nothing to stop (no $(VENV))"
+
+status: ## print the service table
+	$(PY) -m secml.stack status
+
+logs: ## tail every service log
+	$(PY) -m secml.stack logs
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: install lint ## lint, then every test (real servers started by fixtures)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the quick loop: tests that need no server
+	$(PY) -m pytest -m "not integration and not browser" -x -q $(PYTEST_ARGS)
+
+demo: up ## generate data, train, and send traffic through the gateway
+	$(PY) -m secml.demo
+
+bench: install ## run the benchmarks in bench/
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean: down
+	rm -rf .run

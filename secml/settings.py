@@ -1,0 +1,126 @@
+"""The one settings object of the platform.
+
+Every URL, port, path and credential is a field here. Values come from the
+environment (prefix ``SECML_``) or a ``.env`` file; nothing else in the code base
+reads ``os.environ`` for configuration. Outside ``local`` mode, secrets must be set.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_SECRET = "change-me-local-only"
+
+
+class Settings(BaseSettings):
+    """Platform settings; see ``.env.example`` for each variable and its meaning."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SECML_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["local", "production"] = "local"
+    log_level: str = "INFO"
+    host: str = "127.0.0.1"
+    run_dir: Path = ROOT / ".run"
+    data_dir: Path | None = None
+
+    # tracking
+    mlflow_port: int = 5000
+    mlflow_tracking_uri: str | None = None
+    mlflow_backend_store_uri: str | None = None
+    mlflow_artifacts_destination: str | None = None
+
+    # orchestration
+    prefect_port: int = 4200
+    prefect_api_url: str | None = None
+    prefect_work_pool: str = "secml-process"
+
+    # inference
+    triton_http_port: int = 8000
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+    triton_url: str | None = None
+    triton_model_repository: Path = ROOT / "triton_models"
+    triton_timeout_s: float = 10.0
+    triton_venv: Path = ROOT / ".venv-triton"
+
+    # gateway
+    gateway_port: int = 8086
+    gateway_url: str | None = None
+    gateway_api_key: SecretStr = SecretStr(LOCAL_SECRET)
+    gateway_max_batch: int = 4096
+
+    # ui
+    ui_port: int = 8501
+    ui_url: str | None = None
+    ui_username: str = "analyst"
+    ui_password: SecretStr = SecretStr(LOCAL_SECRET)
+
+    # bus
+    kafka_port: int = 9092
+    kafka_bootstrap_servers: str | None = None
+    kafka_control_topic: str = "dfp-control"
+    kafka_dead_letter_topic: str = "dfp-control-dlq"
+    kafka_output_topic: str = "dfp-detections"
+    kafka_consumer_group: str = "secml-control"
+    consumer_metrics_port: int = 8089
+
+    # store
+    store_url: str | None = None
+
+    # monitoring
+    prometheus_port: int = 9090
+    prometheus_url: str | None = None
+    grafana_url: str = "http://127.0.0.1:3000"
+
+    # object storage (production: MinIO / S3)
+    s3_endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+
+    # detectors
+    dfp_z_threshold: float = Field(2.0, description="mean_abs_z above this is an anomaly")
+    dfp_min_user_events: int = 300
+    abp_min_f1: float = 0.9
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        """Derive URLs and paths from host, ports and run_dir unless given explicitly."""
+        run = self.run_dir
+        h = self.host
+        self.data_dir = self.data_dir or run / "data"
+        self.mlflow_tracking_uri = self.mlflow_tracking_uri or f"http://{h}:{self.mlflow_port}"
+        self.mlflow_backend_store_uri = (
+            self.mlflow_backend_store_uri or f"sqlite:///{run / 'mlflow' / 'mlflow.db'}"
+        )
+        self.mlflow_artifacts_destination = self.mlflow_artifacts_destination or str(
+            run / "mlflow" / "artifacts"
+        )
+        self.prefect_api_url = self.prefect_api_url or f"http://{h}:{self.prefect_port}/api"
+        self.triton_url = self.triton_url or f"{h}:{self.triton_http_port}"
+        self.gateway_url = self.gateway_url or f"http://{h}:{self.gateway_port}"
+        self.ui_url = self.ui_url or f"http://{h}:{self.ui_port}"
+        self.kafka_bootstrap_servers = self.kafka_bootstrap_servers or f"{h}:{self.kafka_port}"
+        self.store_url = self.store_url or f"sqlite:///{run / 'detections.db'}"
+        self.prometheus_url = self.prometheus_url or f"http://{h}:{self.prometheus_port}"
+        if self.environment != "local":
+            for name in ("gateway_api_key", "ui_password"):
+                if getattr(self, name).get_secret_value() == LOCAL_SECRET:
+                    raise ValueError(
+                        f"SECML_{name.upper()} must be set to a real secret when "
+                        f"SECML_ENVIRONMENT={self.environment}"
+                    )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
+    return Settings()
