@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     prometheus_port: int = 9090
     prometheus_url: str | None = None
     grafana_url: str = "http://127.0.0.1:3000"
+    prefect_exporter_port: int = 8090
 
     # object storage (production: MinIO / S3)
     s3_endpoint_url: str | None = None
