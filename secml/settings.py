@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     # detectors
     dfp_z_threshold: float = Field(2.0, description="mean_abs_z above this is an anomaly")
     dfp_min_user_events: int = 300
+    dfp_promotion_tolerance: float = Field(
+        0.05, ge=0, description="a new DFP model is promoted unless its val loss is this much worse"
+    )
+    dfp_registry_ttl_s: float = Field(60.0, gt=0, description="DFP registry listing refresh period")
+    dfp_model_cache_size: int = Field(256, ge=1, description="DFP models kept loaded (LRU)")
     abp_min_f1: float = 0.9
 
     @model_validator(mode="after")
