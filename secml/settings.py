@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     ui_url: str | None = None
     ui_username: str = "analyst"
     ui_password: SecretStr = SecretStr(LOCAL_SECRET)
+    ui_auth: Literal["local", "oidc"] = "local"
+    ui_oidc_provider: str | None = None
+    ui_refresh_s: float = 5.0
 
     # bus
     kafka_port: int = 9092

@@ -1,0 +1,579 @@
+"""Plain functions behind the analyst app: no Streamlit here, so each is testable on its own.
+
+Pages call these with clients from :mod:`ui.clients`. Each function talks to one service
+(detections store, MLflow, Prefect, Prometheus) and returns plain Python or DataFrames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from secml.settings import ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+LABELS = ("true_positive", "false_positive")
+PRODUCTION = "production"
+PROMOTION_TAG = "promotion."
+DEPLOYMENTS = ("abp-train/default", "dfp-train/default", "dfp-infer/default")
+CONTROL_DIR = ROOT / "control_messages"
+# Keys under which a stored detection may carry per-feature z-scores (dict feature -> z).
+_Z_KEYS = ("z_scores", "feature_z", "top_features", "features")
+
+
+class BackendError(RuntimeError):
+    """A service answered, or failed to answer, in a way the analyst must be told about."""
+
+
+# ---------------------------------------------------------------- detections and labels
+
+
+def _as_dict(value: Any) -> dict:
+    """A record column value as a dict (stored as dict or JSON text)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def detection_id_column(df: pd.DataFrame) -> str:
+    """The name of the detection id column of a store DataFrame (``detection_id`` or ``id``)."""
+    for col in ("detection_id", "id"):
+        if col in df.columns:
+            return col
+    raise BackendError(f"detections table has no id column (columns: {list(df.columns)})")
+
+
+def score_column(df: pd.DataFrame) -> str | None:
+    """The score column of a detections DataFrame, if any."""
+    for col in ("score", "mean_abs_z", "anomaly_score"):
+        if col in df.columns:
+            return col
+    return None
+
+
+def filter_detections(
+    df: pd.DataFrame,
+    *,
+    detectors: Iterable[str] = (),
+    sources: Iterable[str] = (),
+    users: Iterable[str] = (),
+    start: datetime | None = None,
+    end: datetime | None = None,
+    min_score: float | None = None,
+    unlabelled_only: bool = False,
+) -> pd.DataFrame:
+    """Filter a detections DataFrame by detector, source, user, time range and score."""
+    out = df
+    for col, wanted in (("detector", detectors), ("source", sources), ("user", users)):
+        wanted = list(wanted)
+        if wanted and col in out.columns:
+            out = out[out[col].isin(wanted)]
+    if (start or end) and "event_time" in out.columns:
+        times = pd.to_datetime(out["event_time"], utc=True, errors="coerce")
+        if start:
+            out = out[times >= pd.Timestamp(start).tz_convert("UTC")]
+            times = times.loc[out.index]
+        if end:
+            out = out[times <= pd.Timestamp(end).tz_convert("UTC")]
+    scol = score_column(out)
+    if min_score is not None and scol:
+        out = out[pd.to_numeric(out[scol], errors="coerce") >= min_score]
+    if unlabelled_only and "label" in out.columns:
+        out = out[out["label"].isna()]
+    return out
+
+
+def with_latest_labels(detections: pd.DataFrame, labelled: pd.DataFrame) -> pd.DataFrame:
+    """Add the latest ``label`` / ``labelled_by`` / ``labelled_at`` to detections lacking them."""
+    if "label" in detections.columns or labelled is None or labelled.empty:
+        return detections
+    idc = detection_id_column(detections)
+    cols = [c for c in ("detection_id", "label", "labelled_by", "labelled_at") if c in labelled]
+    latest = labelled[cols].drop_duplicates("detection_id", keep="last")
+    return detections.merge(latest, how="left", left_on=idc, right_on="detection_id").drop(
+        columns=[] if idc == "detection_id" else ["detection_id"]
+    )
+
+
+def z_scores(row: Mapping[str, Any]) -> dict[str, float]:
+    """Per-feature absolute z-scores of a detection, from wherever the store put them."""
+    found: dict[str, float] = {}
+    sources = [row, _as_dict(row.get("result")), _as_dict(row.get("scores"))]
+    for src in sources:
+        for key, value in src.items():
+            if isinstance(key, str) and key.endswith("_z_loss"):
+                try:
+                    found[key.removesuffix("_z_loss")] = abs(float(value))
+                except (TypeError, ValueError):
+                    continue
+    if found:
+        return found
+    for src in sources:
+        for key in _Z_KEYS:
+            value = src.get(key)
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    continue
+            if isinstance(value, Mapping):
+                return {str(k): abs(float(v)) for k, v in value.items() if _is_number(v)}
+            if isinstance(value, list):
+                for item in value:
+                    if isinstance(item, Mapping) and "feature" in item:
+                        z = item.get("z", item.get("z_score", item.get("score")))
+                        if _is_number(z):
+                            found[str(item["feature"])] = abs(float(z))
+                if found:
+                    return found
+    return found
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` converts to a finite float."""
+    try:
+        return pd.notna(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def label_detections(
+    store: Any, ids: Iterable[int], label: str, user: str, note: str = ""
+) -> list[int]:
+    """Append one label event per detection id; return the ids labelled."""
+    if label not in LABELS:
+        raise BackendError(f"label must be one of {LABELS}, got {label!r}")
+    if not user:
+        raise BackendError("a label needs the analyst's name: sign in first")
+    done = []
+    for det_id in ids:
+        store.add_label(int(det_id), label, user=user, note=note)
+        done.append(int(det_id))
+    log.info("%s labelled %d detection(s) %s", user, len(done), label)
+    return done
+
+
+def precision_by_version(labelled: pd.DataFrame) -> pd.DataFrame:
+    """Label-based precision per (detector, model version): TP / (TP + FP) of labelled ones."""
+    cols = ["detector", "model_version", "true_positive", "false_positive", "labelled", "precision"]
+    if labelled is None or labelled.empty:
+        return pd.DataFrame(columns=cols)
+    df = labelled.copy()
+    if "detection_id" in df.columns:
+        df = df.drop_duplicates("detection_id", keep="last")
+    if "detector" not in df.columns:
+        df["detector"] = ""
+    counts = (
+        df.groupby(["detector", "model_version", "label"]).size().unstack("label", fill_value=0)
+    )
+    for lab in LABELS:
+        if lab not in counts.columns:
+            counts[lab] = 0
+    counts = counts[list(LABELS)].reset_index()
+    counts["labelled"] = counts["true_positive"] + counts["false_positive"]
+    counts["precision"] = counts["true_positive"] / counts["labelled"]
+    counts.columns.name = None
+    return counts[cols].sort_values(["detector", "model_version"]).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- Prefect
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One flow run as the Training page shows it."""
+
+    id: str
+    name: str
+    deployment: str
+    state: str
+    created: datetime | None
+    url: str
+
+
+def prefect_ui_url(settings: Settings) -> str:
+    """The Prefect UI base URL derived from the API URL."""
+    return str(settings.prefect_api_url).rstrip("/").removesuffix("/api")
+
+
+def deployment_parameters(client: Any, deployment: str) -> dict[str, Any]:
+    """The parameter schema's properties of a deployment (name -> JSON schema)."""
+    dep = _read_deployment(client, deployment)
+    schema = dep.parameter_openapi_schema or {}
+    return dict(schema.get("properties") or {})
+
+
+def _read_deployment(client: Any, deployment: str) -> Any:
+    """Read a deployment by ``flow/deployment`` name with a clear error when missing."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_deployment_by_name(deployment)
+    except ObjectNotFound as exc:
+        raise BackendError(
+            f"deployment {deployment!r} is not registered in Prefect; run "
+            "`python -m training.deploy` (make up does it)"
+        ) from exc
+
+
+def message_parameter(properties: Mapping[str, Any]) -> str | None:
+    """The name of the parameter that takes a control message, if the flow has one."""
+    for name in properties:
+        if "message" in name or "control" in name:
+            return name
+    return None
+
+
+def start_run(
+    client: Any,
+    settings: Settings,
+    deployment: str,
+    parameters: Mapping[str, Any] | None = None,
+    control_message: Mapping[str, Any] | None = None,
+) -> RunInfo:
+    """Create a flow run of ``deployment`` with parameters and, optionally, a control message."""
+    dep = _read_deployment(client, deployment)
+    params = dict(parameters or {})
+    if control_message is not None:
+        props = (dep.parameter_openapi_schema or {}).get("properties") or {}
+        key = message_parameter(props)
+        if key is None:
+            raise BackendError(
+                f"deployment {deployment!r} takes no control message "
+                f"(parameters: {sorted(props) or 'none'})"
+            )
+        params[key] = dict(control_message)
+    run = client.create_flow_run_from_deployment(dep.id, parameters=params)
+    log.info("started %s run %s", deployment, run.id)
+    return _run_info(run, deployment, settings)
+
+
+def _run_info(run: Any, deployment: str, settings: Settings) -> RunInfo:
+    """A RunInfo from a Prefect FlowRun."""
+    state = run.state.name if run.state else "UNKNOWN"
+    return RunInfo(
+        id=str(run.id),
+        name=run.name,
+        deployment=deployment,
+        state=state,
+        created=run.created,
+        url=f"{prefect_ui_url(settings)}/runs/flow-run/{run.id}",
+    )
+
+
+def recent_runs(
+    client: Any, settings: Settings, deployments: Iterable[str] = DEPLOYMENTS, limit: int = 20
+) -> list[RunInfo]:
+    """The latest flow runs of the given deployments, newest first."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.exceptions import ObjectNotFound
+
+    names: dict[Any, str] = {}
+    for name in deployments:
+        try:
+            names[client.read_deployment_by_name(name).id] = name
+        except ObjectNotFound:
+            continue
+    if not names:
+        return []
+    runs = client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=list(names))),
+        sort=FlowRunSort.START_TIME_DESC,
+        limit=limit,
+    )
+    runs = sorted(runs, key=lambda r: r.created or datetime.min.replace(tzinfo=UTC), reverse=True)
+    return [_run_info(r, names.get(r.deployment_id, "?"), settings) for r in runs]
+
+
+# ---------------------------------------------------------------- MLflow registry
+
+
+def mlflow_model_url(settings: Settings, name: str, version: str | None = None) -> str:
+    """Link to a registered model (or one version) in the MLflow UI."""
+    base = str(settings.mlflow_tracking_uri).rstrip("/")
+    return f"{base}/#/models/{name}" + (f"/versions/{version}" if version else "")
+
+
+def registered_models(client: Any) -> pd.DataFrame:
+    """Every registered model with its aliases and latest version."""
+    rows = []
+    for rm in client.search_registered_models(max_results=1000):
+        aliases = dict(getattr(rm, "aliases", {}) or {})
+        latest = max((int(v.version) for v in rm.latest_versions or []), default=None)
+        rows.append(
+            {
+                "name": rm.name,
+                "production": aliases.get(PRODUCTION),
+                "aliases": ", ".join(f"{a}→v{v}" for a, v in sorted(aliases.items())),
+                "latest_version": latest,
+            }
+        )
+    return pd.DataFrame(rows, columns=["name", "production", "aliases", "latest_version"])
+
+
+def model_versions(client: Any, name: str) -> pd.DataFrame:
+    """Versions of a registered model with aliases, metrics and data window tags."""
+    rm = client.get_registered_model(name)
+    by_version: dict[str, list[str]] = {}
+    for alias, ver in (getattr(rm, "aliases", {}) or {}).items():
+        by_version.setdefault(str(ver), []).append(alias)
+    rows = []
+    for mv in client.search_model_versions(f"name='{name}'"):
+        metrics: dict[str, float] = {}
+        if mv.run_id:
+            try:
+                metrics = dict(client.get_run(mv.run_id).data.metrics)
+            except Exception as exc:  # a deleted run must not hide the version
+                log.warning("run %s of %s v%s unreadable: %s", mv.run_id, name, mv.version, exc)
+        rows.append(
+            {
+                "version": int(mv.version),
+                "aliases": ", ".join(sorted(by_version.get(str(mv.version), []))),
+                "created": pd.to_datetime(mv.creation_timestamp, unit="ms", utc=True),
+                "run_id": mv.run_id,
+                **{f"metric.{k}": v for k, v in sorted(metrics.items())},
+                **{f"tag.{k}": v for k, v in sorted((mv.tags or {}).items())},
+            }
+        )
+    df = pd.DataFrame(rows)
+    return df.sort_values("version", ascending=False).reset_index(drop=True) if rows else df
+
+
+def production_version(client: Any, name: str) -> int | None:
+    """The version that holds the ``production`` alias, or None."""
+    aliases = getattr(client.get_registered_model(name), "aliases", {}) or {}
+    ver = aliases.get(PRODUCTION)
+    return int(ver) if ver is not None else None
+
+
+def _metric(metrics: Mapping[str, float], *names: str) -> float | None:
+    """The first metric whose name matches one of ``names`` (exact, then by suffix)."""
+    for n in names:
+        if n in metrics:
+            return float(metrics[n])
+    for n in names:
+        for key, value in metrics.items():
+            if key.endswith(n):
+                return float(value)
+    return None
+
+
+def _version_metrics(client: Any, name: str, version: int) -> dict[str, float]:
+    """Metrics of the run that produced ``name`` version ``version``."""
+    mv = client.get_model_version(name, str(version))
+    return dict(client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
+
+
+def gate_check(
+    client: Any, settings: Settings, name: str, version: int, tolerance: float = 0.05
+) -> tuple[bool, str]:
+    """The promotion gate as the training flows apply it, for a hand promotion.
+
+    ABP (``abp-*``): F1 at least ``settings.abp_min_f1`` and not below production's F1.
+    DFP (``dfp-*``): validation loss not above production's by more than ``tolerance``.
+    """
+    new = _version_metrics(client, name, version)
+    prod_ver = production_version(client, name)
+    if prod_ver == version:
+        return False, f"{name} v{version} already holds '{PRODUCTION}'"
+    old = _version_metrics(client, name, prod_ver) if prod_ver is not None else {}
+    if name.startswith("abp-"):
+        f1 = _metric(new, "f1", "test_f1", "f1_score")
+        if f1 is None:
+            return False, f"{name} v{version} has no F1 metric; the gate cannot judge it"
+        if f1 < settings.abp_min_f1:
+            return False, f"F1 {f1:.4f} is below the minimum {settings.abp_min_f1}"
+        old_f1 = _metric(old, "f1", "test_f1", "f1_score")
+        if old_f1 is not None and f1 < old_f1:
+            return False, f"F1 {f1:.4f} is worse than production v{prod_ver} ({old_f1:.4f})"
+        return True, f"F1 {f1:.4f} passes (minimum {settings.abp_min_f1})"
+    loss = _metric(new, "val_loss", "validation_loss", "loss")
+    if loss is None:
+        return False, f"{name} v{version} has no validation loss metric; the gate cannot judge it"
+    old_loss = _metric(old, "val_loss", "validation_loss", "loss")
+    if old_loss is not None and loss > old_loss * (1 + tolerance):
+        return False, (
+            f"validation loss {loss:.4f} is worse than production v{prod_ver} "
+            f"({old_loss:.4f}) beyond {tolerance:.0%}"
+        )
+    return True, f"validation loss {loss:.4f} passes"
+
+
+def promote(
+    client: Any,
+    settings: Settings,
+    name: str,
+    version: int,
+    user: str,
+    *,
+    force: bool = False,
+    reason: str = "",
+) -> dict[str, Any]:
+    """Move ``production`` to ``version`` through the gate (or forced with a reason); record it.
+
+    The event is recorded as a registered-model tag ``promotion.<UTC timestamp>`` holding JSON
+    (who, from, to, gate verdict, forced, reason) and as tags on the promoted version.
+    """
+    if not user:
+        raise BackendError("sign in first: promotions are recorded with the analyst's name")
+    ok, verdict = gate_check(client, settings, name, version)
+    if not ok and not force:
+        raise BackendError(f"the gate refused {name} v{version}: {verdict}")
+    if force and not reason.strip():
+        raise BackendError("a forced promotion needs a reason; it is recorded")
+    previous = production_version(client, name)
+    client.set_registered_model_alias(name, PRODUCTION, str(version))
+    now = datetime.now(UTC)
+    kind = "rollback" if previous is not None and version < previous else "promote"
+    event = {
+        "at": now.isoformat(timespec="seconds"),
+        "by": user,
+        "kind": kind,
+        "from_version": previous,
+        "to_version": version,
+        "gate": verdict,
+        "gate_passed": ok,
+        "forced": force,
+        "reason": reason,
+    }
+    key = f"{PROMOTION_TAG}{now.strftime('%Y%m%dT%H%M%S.%fZ')}"
+    client.set_registered_model_tag(name, key, json.dumps(event))
+    for tag, value in (
+        ("promoted_by", user),
+        ("promoted_at", event["at"]),
+        ("promotion_forced", str(force).lower()),
+        ("promotion_reason", reason or verdict),
+    ):
+        client.set_model_version_tag(name, str(version), tag, value)
+    log.info("%s: %s %s v%s -> v%s (%s)", user, kind, name, previous, version, verdict)
+    return event
+
+
+def promotion_history(client: Any, name: str) -> pd.DataFrame:
+    """Recorded promotion events of a model, newest first."""
+    tags = client.get_registered_model(name).tags or {}
+    rows = []
+    for key, value in tags.items():
+        if key.startswith(PROMOTION_TAG):
+            try:
+                rows.append(json.loads(value))
+            except json.JSONDecodeError:
+                log.warning("unreadable promotion tag %s on %s", key, name)
+    df = pd.DataFrame(rows)
+    return df.sort_values("at", ascending=False).reset_index(drop=True) if rows else df
+
+
+# ---------------------------------------------------------------- control messages
+
+
+def control_examples(directory: Path = CONTROL_DIR) -> dict[str, str]:
+    """Example control messages by file name (text as written)."""
+    if not directory.is_dir():
+        return {}
+    return {p.name: p.read_text() for p in sorted(directory.glob("*.json"))}
+
+
+def parse_message_text(text: str) -> dict[str, Any]:
+    """Parse and validate a control message typed by an analyst; errors name line and field."""
+    from secml.control import parse_control_message
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BackendError(f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from exc
+    try:
+        parse_control_message(data)
+    except Exception as exc:
+        raise BackendError(f"invalid control message: {exc}") from exc
+    return data
+
+
+# ---------------------------------------------------------------- monitoring
+
+
+def grafana_panels(dashboard: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Panels of a Grafana dashboard with their PromQL targets, rows flattened."""
+    out = []
+
+    def walk(panels: Iterable[Mapping[str, Any]]) -> None:
+        for p in panels:
+            if p.get("type") == "row":
+                walk(p.get("panels") or [])
+                continue
+            targets = [
+                {"expr": t["expr"], "legend": t.get("legendFormat", "")}
+                for t in p.get("targets") or []
+                if t.get("expr")
+            ]
+            if targets:
+                out.append({"title": p.get("title", ""), "type": p.get("type"), "targets": targets})
+
+    walk(dashboard.get("panels") or [])
+    return out
+
+
+def render_expr(expr: str, step_s: int, variables: Mapping[str, str] | None = None) -> str:
+    """Replace Grafana's built-in and dashboard variables in a PromQL expression."""
+    rate = f"{max(4 * step_s, 60)}s"
+    subs = {
+        "__rate_interval": rate,
+        "__interval": f"{step_s}s",
+        "__range": "1h",
+        **(variables or {}),
+    }
+
+    def repl(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        return subs.get(name, ".*")
+
+    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", repl, expr)
+
+
+def prometheus_range(
+    http: Any,
+    base_url: str,
+    expr: str,
+    minutes: int = 60,
+    step_s: int = 30,
+    legend: str = "",
+) -> pd.DataFrame:
+    """Run a range query; return a wide DataFrame (time index, one column per series)."""
+    end = datetime.now(UTC)
+    start = end - timedelta(minutes=minutes)
+    resp = http.get(
+        f"{base_url.rstrip('/')}/api/v1/query_range",
+        params={"query": expr, "start": start.timestamp(), "end": end.timestamp(), "step": step_s},
+    )
+    body = resp.json()
+    if body.get("status") != "success":
+        raise BackendError(f"Prometheus refused {expr!r}: {body.get('error', resp.text[:200])}")
+    frames = {}
+    for series in body["data"]["result"]:
+        labels = series.get("metric", {})
+        name = _legend(legend, labels) or ", ".join(f"{k}={v}" for k, v in labels.items()) or expr
+        values = series.get("values", [])
+        frames[name] = pd.Series(
+            [float(v) for _, v in values],
+            index=pd.to_datetime([float(t) for t, _ in values], unit="s", utc=True),
+        )
+    return pd.DataFrame(frames)
+
+
+def _legend(fmt: str, labels: Mapping[str, str]) -> str:
+    """Apply a Grafana ``{{label}}`` legend format."""
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), fmt or "")

@@ -1,0 +1,79 @@
+"""Models: the MLflow registry — versions, aliases, metrics, promotions; promote or roll back."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import streamlit as st
+
+from ui import backend, clients
+
+log = logging.getLogger(__name__)
+
+
+def _promote_form(client: Any, settings: Any, name: str, versions: list[int], user: str) -> None:
+    """Promote or roll back ``production`` through the gate, or forced with a reason."""
+    prod = backend.production_version(client, name)
+    others = [v for v in versions if v != prod]
+    if not others:
+        st.caption("No other version to promote.")
+        return
+    with st.form(f"promote-{name}"):
+        version = st.selectbox("Version to put in production", others, key=f"p_ver_{name}")
+        force = st.checkbox("Force past the gate", key=f"p_force_{name}")
+        reason = st.text_input("Reason (required when forced)", key=f"p_reason_{name}")
+        submitted = st.form_submit_button("Move production")
+    if not submitted:
+        return
+    try:
+        event = backend.promote(
+            client, settings, name, int(version), user, force=force, reason=reason
+        )
+    except backend.BackendError as exc:
+        st.error(str(exc))
+        return
+    except Exception as exc:
+        log.exception("promotion failed")
+        st.error(f"MLflow refused the promotion: {exc}")
+        return
+    st.session_state["last_promotion"] = event
+    st.rerun()
+
+
+def render() -> None:
+    """Render the Models page."""
+    st.title("Models")
+    settings = clients.settings()
+    client = clients.mlflow(str(settings.mlflow_tracking_uri))
+    try:
+        models = backend.registered_models(client)
+    except Exception as exc:
+        log.exception("mlflow unavailable")
+        st.error(f"The MLflow registry at {settings.mlflow_tracking_uri} is not available: {exc}")
+        return
+    event = st.session_state.pop("last_promotion", None)
+    if event:
+        st.success(
+            f"production: v{event['from_version']} → v{event['to_version']} ({event['kind']}, "
+            f"{'forced' if event['forced'] else 'gate passed'})"
+        )
+    if models.empty:
+        st.info("No registered models yet: run a training deployment.")
+        return
+    st.dataframe(models, hide_index=True, key="models")
+    name = st.selectbox("Model", list(models["name"]), key="m_name")
+    st.markdown(f"[Open {name} in MLflow]({backend.mlflow_model_url(settings, name)})")
+    versions = backend.model_versions(client, name)
+    st.subheader("Versions")
+    st.dataframe(versions, hide_index=True, key="versions")
+    st.subheader("Promote or roll back production")
+    _promote_form(
+        client, settings, name, [int(v) for v in versions["version"]], clients.current_user()
+    )
+    st.subheader("Promotion history")
+    hist = backend.promotion_history(client, name)
+    if hist.empty:
+        st.caption("No promotions recorded from this app yet.")
+    else:
+        st.dataframe(hist, hide_index=True, key="history")

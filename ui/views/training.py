@@ -1,0 +1,119 @@
+"""Training: start the Prefect deployments and watch their runs change state."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from ui import backend, clients
+
+log = logging.getLogger(__name__)
+
+
+def _defaults(properties: dict[str, Any]) -> dict[str, Any]:
+    """Default values of a deployment's parameters (those that have one)."""
+    return {k: v["default"] for k, v in properties.items() if "default" in v}
+
+
+def _start_form(settings: Any) -> None:
+    """Pick a deployment, parameters or a control message, and start a run."""
+    deployment = st.selectbox("Deployment", backend.DEPLOYMENTS, key="t_deployment")
+    try:
+        with clients.prefect(str(settings.prefect_api_url)) as client:
+            props = backend.deployment_parameters(client, deployment)
+    except backend.BackendError as exc:
+        st.warning(str(exc))
+        return
+    except Exception as exc:
+        log.exception("prefect unavailable")
+        st.error(f"Prefect at {settings.prefect_api_url} is not available: {exc}")
+        return
+    mode = st.radio("Start with", ["parameters", "control message"], horizontal=True, key="t_mode")
+    message = None
+    if mode == "control message":
+        if backend.message_parameter(props) is None:
+            st.warning(f"{deployment} takes no control message; use parameters.")
+            return
+        examples = backend.control_examples()
+        if not examples:
+            st.warning(f"No example control messages in {backend.CONTROL_DIR}.")
+            return
+        name = st.selectbox("Example", list(examples), key="t_example")
+        text = st.text_area("Control message", examples[name], height=260, key=f"t_msg_{name}")
+        params_text = "{}"
+    else:
+        params_text = st.text_area(
+            "Parameters (JSON)",
+            json.dumps(_defaults(props), indent=2, default=str),
+            height=200,
+            key=f"t_params_{deployment}",
+        )
+        st.caption("Parameters: " + (", ".join(sorted(props)) or "none"))
+    if not st.button("Start run", type="primary", key="t_start"):
+        return
+    try:
+        params = json.loads(params_text or "{}")
+        if not isinstance(params, dict):
+            raise backend.BackendError("parameters must be a JSON object")
+        if mode == "control message":
+            message = backend.parse_message_text(text)
+        with clients.prefect(str(settings.prefect_api_url)) as client:
+            run = backend.start_run(client, settings, deployment, params, message)
+    except json.JSONDecodeError as exc:
+        st.error(f"Parameters are not JSON: {exc.msg} at line {exc.lineno}")
+        return
+    except Exception as exc:
+        log.exception("start failed")
+        st.error(f"Could not start {deployment}: {exc}")
+        return
+    st.success(f"Started {run.name} ({run.state}) — [open in Prefect]({run.url})")
+
+
+@st.fragment(run_every=clients.settings().ui_refresh_s)
+def _runs(settings: Any) -> None:
+    """Recent runs, refreshed every few seconds."""
+    try:
+        with clients.prefect(str(settings.prefect_api_url)) as client:
+            runs = backend.recent_runs(client, settings)
+    except Exception as exc:
+        st.error(f"Could not read flow runs from {settings.prefect_api_url}: {exc}")
+        return
+    if not runs:
+        st.caption("No runs yet.")
+        return
+    df = pd.DataFrame(
+        [
+            {
+                "created": r.created,
+                "deployment": r.deployment,
+                "run": r.name,
+                "state": r.state,
+                "prefect": r.url,
+            }
+            for r in runs
+        ]
+    )
+    st.dataframe(
+        df,
+        hide_index=True,
+        column_config={"prefect": st.column_config.LinkColumn("prefect", display_text="open")},
+        key="runs",
+    )
+
+
+def render() -> None:
+    """Render the Training page."""
+    st.title("Training")
+    settings = clients.settings()
+    st.markdown(
+        f"[Prefect UI]({backend.prefect_ui_url(settings)}) · "
+        f"[MLflow experiments]({str(settings.mlflow_tracking_uri).rstrip('/')}/#/experiments) · "
+        f"[MLflow models]({str(settings.mlflow_tracking_uri).rstrip('/')}/#/models)"
+    )
+    _start_form(settings)
+    st.subheader("Recent runs")
+    _runs(settings)
