@@ -27,7 +27,7 @@ PROMOTION_TAG = "promotion."
 DEPLOYMENTS = ("abp-train/default", "dfp-train/default", "dfp-infer/default")
 CONTROL_DIR = ROOT / "control_messages"
 # Keys under which a stored detection may carry per-feature z-scores (dict feature -> z).
-_Z_KEYS = ("z_scores", "feature_z", "top_features", "features")
+_Z_KEYS = ("z_scores", "feature_z", "top_features", "features", "z")
 
 
 class BackendError(RuntimeError):
@@ -112,7 +112,7 @@ def with_latest_labels(detections: pd.DataFrame, labelled: pd.DataFrame) -> pd.D
 def z_scores(row: Mapping[str, Any]) -> dict[str, float]:
     """Per-feature absolute z-scores of a detection, from wherever the store put them."""
     found: dict[str, float] = {}
-    sources = [row, _as_dict(row.get("result")), _as_dict(row.get("scores"))]
+    sources = [row] + [_as_dict(row.get(k)) for k in ("details", "result", "scores")]
     for src in sources:
         for key, value in src.items():
             if isinstance(key, str) and key.endswith("_z_loss"):
@@ -506,42 +506,14 @@ def parse_message_text(text: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- monitoring
 
 
-def grafana_panels(dashboard: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Panels of a Grafana dashboard with their PromQL targets, rows flattened."""
-    out = []
+def dashboard_panels(dashboard: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """``(panel title, [PromQL])`` per panel, from ``secml.monitoring.panel_queries``."""
+    from secml.monitoring import panel_queries
 
-    def walk(panels: Iterable[Mapping[str, Any]]) -> None:
-        for p in panels:
-            if p.get("type") == "row":
-                walk(p.get("panels") or [])
-                continue
-            targets = [
-                {"expr": t["expr"], "legend": t.get("legendFormat", "")}
-                for t in p.get("targets") or []
-                if t.get("expr")
-            ]
-            if targets:
-                out.append({"title": p.get("title", ""), "type": p.get("type"), "targets": targets})
-
-    walk(dashboard.get("panels") or [])
-    return out
-
-
-def render_expr(expr: str, step_s: int, variables: Mapping[str, str] | None = None) -> str:
-    """Replace Grafana's built-in and dashboard variables in a PromQL expression."""
-    rate = f"{max(4 * step_s, 60)}s"
-    subs = {
-        "__rate_interval": rate,
-        "__interval": f"{step_s}s",
-        "__range": "1h",
-        **(variables or {}),
-    }
-
-    def repl(m: re.Match[str]) -> str:
-        name = m.group(1) or m.group(2)
-        return subs.get(name, ".*")
-
-    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", repl, expr)
+    panels: dict[str, list[str]] = {}
+    for title, expr in panel_queries(dict(dashboard)):
+        panels.setdefault(title, []).append(expr)
+    return list(panels.items())
 
 
 def prometheus_range(

@@ -16,19 +16,9 @@ log = logging.getLogger(__name__)
 LABEL_NAMES = {"true_positive": "True positive", "false_positive": "False positive"}
 
 
-def load(store: Any) -> pd.DataFrame:
-    """Every detection with its latest label, newest first."""
-    df = store.detections()
-    if df.empty:
-        return df
-    labelled = pd.concat(
-        [store.labelled(det) for det in sorted(df["detector"].dropna().unique())],
-        ignore_index=True,
-    )
-    df = backend.with_latest_labels(df, labelled)
-    if "event_time" in df.columns:
-        df = df.sort_values("event_time", ascending=False, kind="stable")
-    return df.reset_index(drop=True)
+def load(store: Any, limit: int = 5000) -> pd.DataFrame:
+    """The latest ``limit`` detections with their current label, newest first."""
+    return store.detections(limit=limit).reset_index(drop=True)
 
 
 def _options(df: pd.DataFrame, col: str) -> list[str]:
@@ -114,6 +104,10 @@ def _detail(store: Any, df: pd.DataFrame, det_id: int, user: str) -> None:
         )
     else:
         st.caption("Not labelled yet.")
+    history = store.labels_history(det_id) if hasattr(store, "labels_history") else None
+    if history is not None and len(history) > 1:
+        with st.expander(f"Label history ({len(history)} events, the latest counts)"):
+            st.dataframe(history, hide_index=True)
     left, right = st.columns(2)
     with left:
         st.markdown("**Event**")

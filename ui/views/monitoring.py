@@ -18,19 +18,17 @@ def dashboards() -> list[dict[str, Any]]:
     """The dashboards of ``monitoring/grafana/dashboards`` as JSON objects."""
     from secml.monitoring import load_dashboards
 
-    loaded = load_dashboards()
-    return list(loaded.values()) if isinstance(loaded, dict) else list(loaded)
+    return load_dashboards()
 
 
-def _panel(settings: Any, panel: dict[str, Any], minutes: int) -> None:
-    """Draw one panel: a line chart of every target's series."""
+def _panel(settings: Any, title: str, exprs: list[str], minutes: int) -> None:
+    """Draw one panel: a line chart of every query's series."""
     step = max(15, minutes * 60 // 240)
-    st.markdown(f"**{panel['title']}**")
-    for target in panel["targets"]:
-        expr = backend.render_expr(target["expr"], step)
+    st.markdown(f"**{title}**")
+    for expr in exprs:
         try:
             df = backend.prometheus_range(
-                clients.http(), str(settings.prometheus_url), expr, minutes, step, target["legend"]
+                clients.http(), str(settings.prometheus_url), expr, minutes, step
             )
         except Exception as exc:
             st.caption(f"`{expr}`: {exc}")
@@ -59,8 +57,12 @@ def render() -> None:
     c1, c2 = st.columns(2)
     title = c1.selectbox("Dashboard", titles, key="mon_board")
     window = c2.selectbox("Window", list(WINDOWS), index=1, key="mon_window")
-    panels = backend.grafana_panels(boards[titles.index(title)])
+    try:
+        panels = backend.dashboard_panels(boards[titles.index(title)])
+    except ValueError as exc:
+        st.error(f"Dashboard {title!r} has a query Prometheus cannot run: {exc}")
+        return
     cols = st.columns(2)
-    for i, panel in enumerate(panels):
+    for i, (panel_title, exprs) in enumerate(panels):
         with cols[i % 2]:
-            _panel(settings, panel, WINDOWS[window])
+            _panel(settings, panel_title, exprs, WINDOWS[window])
