@@ -1,0 +1,400 @@
+"""The FastAPI gateway: ``POST /predict`` validated here, scored by Triton, anomalies stored.
+
+Run with ``uvicorn serving.app:app``. ``/health`` is liveness, ``/ready`` checks Triton and the
+detections store, ``/metrics`` serves the instrumentator's ``http_*`` families plus the
+``gateway_*`` metrics, and the OpenAPI UI is at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from prometheus_fastapi_instrumentator import Instrumentator
+from pydantic import BaseModel, ConfigDict, Field
+
+from secml.settings import Settings, get_settings
+from secml.store import DetectionStore, StoreError
+from serving import metrics
+from serving.detectors import DETECTORS, DetectorSpec, RecordError, known_pairs
+from serving.triton import (
+    TritonClient,
+    TritonModelError,
+    TritonTimeout,
+    TritonUnavailable,
+    bytes_column,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5
+STORE_TIMEOUT_S = 10.0
+# Error text of a Triton model that has no production version synced yet.
+NOT_SYNCED = "NOT_SYNCED"
+
+
+class PredictRequest(BaseModel):
+    """Records of one data source to score with one detector."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detector": "dfp",
+                    "source": "duo",
+                    "records": [
+                        {
+                            "timestamp": 1763000000,
+                            "user": {"name": "alice@example.com"},
+                            "result": "success",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    detector: str = Field(description="abp or dfp", min_length=1, max_length=32)
+    source: str = Field(description="nvsmi (abp), duo or azure (dfp)", min_length=1, max_length=32)
+    records: list[dict[str, Any]] = Field(description="raw records as they appear in the logs")
+
+
+class RecordResult(BaseModel):
+    """The answer for one record."""
+
+    index: int
+    event_id: str
+    score: float = Field(description="ABP: P(mining); DFP: mean_abs_z")
+    anomaly: bool
+    decision: str = Field(description="abp: mining|benign; dfp: anomalous|normal")
+    model: str = Field(description="registered model that scored the record")
+    version: str = Field(description="registered model version")
+    model_version: str = Field(description="<model>:<version>")
+    top_features: list[dict[str, Any]] | None = Field(
+        default=None, description="DFP: features with the largest z-scores"
+    )
+    details: dict[str, Any] = Field(default_factory=dict)
+    detection_id: int | None = Field(default=None, description="id in the detections store")
+
+
+class PredictResponse(BaseModel):
+    """Per-record answers of one /predict call."""
+
+    detector: str
+    source: str
+    n_records: int
+    n_anomalies: int
+    results: list[RecordResult]
+
+
+class Health(BaseModel):
+    """Liveness answer."""
+
+    status: str
+
+
+class Readiness(BaseModel):
+    """Readiness answer: which dependency is reachable."""
+
+    status: str
+    triton: bool
+    store: bool
+    models: list[str] = Field(default_factory=list)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the Triton connection pool and the store; close them on shutdown."""
+    s = get_settings()
+    app.state.triton = TritonClient(s.triton_url or "", timeout_s=s.triton_timeout_s)
+    app.state.store = None
+    try:
+        yield
+    finally:
+        await app.state.triton.aclose()
+        if app.state.store is not None:
+            app.state.store.close()
+
+
+app = FastAPI(
+    title="secml gateway",
+    version="0.1.0",
+    description="Scores security records with the DFP and ABP detectors served by Triton.",
+    lifespan=lifespan,
+)
+Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
+
+
+def get_triton(request: Request) -> TritonClient:
+    """The process's Triton client."""
+    return request.app.state.triton
+
+
+def get_store(request: Request) -> DetectionStore:
+    """The process's detections store (connected on first use)."""
+    store = request.app.state.store
+    url = get_settings().store_url or ""
+    if store is None or store.url != url:
+        store = DetectionStore(url)
+        request.app.state.store = store
+    return store
+
+
+def require_api_key(
+    x_api_key: Annotated[str | None, Header(description="the gateway API key")] = None,
+) -> None:
+    """Reject a missing or wrong ``X-API-Key`` with 401."""
+    expected = get_settings().gateway_api_key.get_secret_value()
+    if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected.encode()):
+        metrics.REQUEST_ERRORS.labels(status="401").inc()
+        raise HTTPException(
+            status_code=401,
+            detail="missing or invalid X-API-Key header",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+TritonDep = Annotated[TritonClient, Depends(get_triton)]
+
+
+def _unavailable(detail: str, status: int = 503) -> HTTPException:
+    """A 503/504 telling the client when to retry."""
+    metrics.REQUEST_ERRORS.labels(status=str(status)).inc()
+    return HTTPException(
+        status_code=status, detail=detail, headers={"Retry-After": str(RETRY_AFTER_S)}
+    )
+
+
+@app.get("/health", response_model=Health, tags=["ops"])
+async def health() -> Health:
+    """Liveness: the process answers."""
+    return Health(status="ok")
+
+
+@app.get("/ready", response_model=Readiness, tags=["ops"], responses={503: {"model": Readiness}})
+async def ready(request: Request, triton: TritonDep) -> JSONResponse:
+    """Readiness: Triton is ready and the detections store answers."""
+    triton_ok = await triton.server_ready()
+    models: list[str] = []
+    if triton_ok:
+        try:
+            index = await triton.repository_index()
+            models = sorted(m["name"] for m in index if m.get("state") == "READY")
+        except (TritonUnavailable, TritonTimeout):
+            triton_ok = False
+    try:
+        store = get_store(request)
+        with anyio.fail_after(5):
+            store_ok = await anyio.to_thread.run_sync(store.ping)
+    except Exception as exc:  # noqa: BLE001 - any failure means "store not ready"
+        log.warning("store not ready: %s", exc)
+        store_ok = False
+    body = Readiness(
+        status="ready" if triton_ok and store_ok else "not ready",
+        triton=triton_ok,
+        store=store_ok,
+        models=models,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if triton_ok and store_ok else 503)
+
+
+@app.get("/models", tags=["predict"])
+async def models(triton: TritonDep) -> dict[str, Any]:
+    """Known detector/source pairs and the Triton models that are loaded."""
+    try:
+        index = await triton.repository_index()
+    except (TritonUnavailable, TritonTimeout) as exc:
+        raise _unavailable(str(exc)) from exc
+    return {"known": known_pairs(), "triton": index}
+
+
+def _lookup(detector: str, source: str) -> DetectorSpec:
+    """The spec for (detector, source) or 404 listing the known pairs."""
+    spec = DETECTORS.get((detector, source))
+    if spec is None:
+        metrics.REQUEST_ERRORS.labels(status="404").inc()
+        raise HTTPException(
+            status_code=404,
+            detail={
+                "message": f"unknown detector/source {detector!r}/{source!r}",
+                "known": known_pairs(),
+            },
+        )
+    return spec
+
+
+def _validate(spec: DetectorSpec, records: list[dict[str, Any]]) -> list[str]:
+    """Validate every record; 422 naming each bad record's index and field."""
+    errors: list[RecordError] = spec.validate(records)
+    if errors:
+        metrics.REQUEST_ERRORS.labels(status="422").inc()
+        raise HTTPException(
+            status_code=422,
+            detail=[
+                {
+                    "loc": ["body", "records", e.index, e.field],
+                    "msg": str(e),
+                    "type": "value_error",
+                }
+                for e in errors
+            ],
+        )
+    return [spec.encode(r) for r in records]
+
+
+async def _model_error(
+    spec: DetectorSpec, triton: TritonClient, exc: TritonModelError
+) -> HTTPException:
+    """Map a Triton model error: not loaded or not synced -> 404 listing what is served."""
+    msg = exc.message
+    not_loaded = "unknown model" in msg.lower() or "not found" in msg.lower()
+    if not_loaded or NOT_SYNCED in msg:
+        try:
+            index = await triton.repository_index()
+            served = sorted(m["name"] for m in index if m.get("state") == "READY")
+        except (TritonUnavailable, TritonTimeout):
+            served = []
+        metrics.REQUEST_ERRORS.labels(status="404").inc()
+        reason = (
+            "has no production version synced yet (train and promote it, then run serving.sync)"
+            if NOT_SYNCED in msg
+            else "is not loaded in Triton"
+        )
+        return HTTPException(
+            status_code=404,
+            detail={
+                "message": f"model {spec.triton_model!r} ({spec.detector}/{spec.source}) {reason}",
+                "known": known_pairs(),
+                "loaded_models": served,
+            },
+        )
+    if exc.status >= 500:
+        return _unavailable(f"Triton model {spec.triton_model!r} failed: {msg}")
+    metrics.REQUEST_ERRORS.labels(status="422").inc()
+    return HTTPException(status_code=422, detail=f"model {spec.triton_model!r} rejected: {msg}")
+
+
+async def _store(
+    request: Request, spec: DetectorSpec, records: list[dict[str, Any]], results: list[dict]
+) -> None:
+    """Write every anomaly to the detections store; set each result's detection_id."""
+    rows, where = [], []
+    for rec, res in zip(records, results, strict=True):
+        if not res["anomaly"]:
+            continue
+        details = dict(res["details"])
+        if res.get("top_features") is not None:
+            details["top_features"] = res["top_features"]
+        rows.append(
+            {
+                "detector": spec.detector,
+                "source": spec.source,
+                "event_id": res["event_id"],
+                "record": rec,
+                "score": res["score"],
+                "is_anomaly": True,
+                "model_version": res["model_version"],
+                "user": res.get("user"),
+                "event_time": res.get("event_time"),
+                "details": details,
+            }
+        )
+        where.append(res)
+    if not rows:
+        return
+    try:
+        store = get_store(request)
+        with anyio.fail_after(STORE_TIMEOUT_S):
+            ids = await anyio.to_thread.run_sync(store.add_detections, rows)
+    except StoreError as exc:
+        log.error("detections store rejected rows: %s", exc)
+        raise _unavailable(f"detections store rejected the detections: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - database down, timeout: ask the client to retry
+        log.error("detections store unavailable: %s", exc)
+        raise _unavailable(f"detections store unavailable: {type(exc).__name__}") from exc
+    for res, i in zip(where, ids, strict=True):
+        res["detection_id"] = i
+    metrics.DETECTIONS_STORED.labels(detector=spec.detector, source=spec.source).inc(len(ids))
+
+
+def _observe(spec: DetectorSpec, results: list[dict[str, Any]]) -> None:
+    """Count predictions, observe scores and record the model versions in service."""
+    seen: set[tuple[str, str]] = set()
+    for r in results:
+        outcome = "anomaly" if r["anomaly"] else "normal"
+        metrics.PREDICTIONS.labels(spec.detector, spec.source, outcome).inc()
+        metrics.ANOMALY_SCORE.labels(spec.detector, spec.source).observe(r["score"])
+        seen.add((r["model"], r["version"]))
+    for model, version in seen:
+        if spec.detector == "dfp" and not model.endswith("-generic"):
+            model = f"dfp-{spec.source}-<user>"  # one series per user would explode cardinality
+            version = "per-user"
+        metrics.set_model_version(spec.detector, spec.source, model, version)
+
+
+@app.post(
+    "/predict",
+    response_model=PredictResponse,
+    tags=["predict"],
+    dependencies=[Depends(require_api_key)],
+    responses={
+        401: {"description": "bad or missing X-API-Key"},
+        404: {"description": "unknown detector/source or model not loaded"},
+        413: {"description": "too many records"},
+        422: {"description": "invalid record: names the record index and the field"},
+        503: {"description": "Triton or the store is unavailable; see Retry-After"},
+        504: {"description": "Triton did not answer in time; see Retry-After"},
+    },
+)
+async def predict(
+    body: PredictRequest, request: Request, triton: TritonDep, settings: SettingsDep
+) -> PredictResponse:
+    """Score raw records with the detector's production model; store every anomaly."""
+    spec = _lookup(body.detector, body.source)
+    n = len(body.records)
+    if n == 0:
+        metrics.REQUEST_ERRORS.labels(status="422").inc()
+        raise HTTPException(status_code=422, detail="records: at least one record is required")
+    if n > settings.gateway_max_batch:
+        metrics.REQUEST_ERRORS.labels(status="413").inc()
+        raise HTTPException(
+            status_code=413,
+            detail=f"records: {n} records exceed the batch limit of {settings.gateway_max_batch}",
+        )
+    metrics.BATCH_RECORDS.labels(detector=spec.detector).observe(n)
+    payloads = _validate(spec, body.records)
+    inputs = [bytes_column("RECORDS", payloads)]
+    if spec.with_source:
+        inputs.append(bytes_column("SOURCE", [spec.source] * n))
+    try:
+        async with asyncio.timeout(settings.triton_timeout_s + 1):
+            out = await triton.infer(spec.triton_model, inputs, outputs=["RESULT"])
+    except (TimeoutError, TritonTimeout) as exc:
+        detail = f"Triton did not answer within {settings.triton_timeout_s}s"
+        raise _unavailable(detail, 504) from exc
+    except TritonUnavailable as exc:
+        raise _unavailable(f"Triton is unavailable: {exc}") from exc
+    except TritonModelError as exc:
+        raise await _model_error(spec, triton, exc) from exc
+    raw = out.get("RESULT") or []
+    if len(raw) != n:
+        raise _unavailable(f"Triton model {spec.triton_model!r} returned {len(raw)} of {n} results")
+    pairs = zip(body.records, raw, strict=True)
+    results = [spec.parse(i, rec, r) for i, (rec, r) in enumerate(pairs)]
+    await _store(request, spec, body.records, results)
+    _observe(spec, results)
+    return PredictResponse(
+        detector=spec.detector,
+        source=spec.source,
+        n_records=n,
+        n_anomalies=sum(r.anomaly for r in results),
+        results=[RecordResult(**r) for r in results],
+    )
