@@ -1,0 +1,69 @@
+"""The local launcher: busy ports, idempotent start, stopping only its own processes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from secml.settings import Settings
+from secml.stack import ServiceState, Stack, StackError, format_table, port_free
+
+
+def test_busy_port_is_named_with_its_setting(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert not port_free("127.0.0.1", port)
+        stack = Stack(Settings(run_dir=tmp_path, gateway_port=port))
+        with pytest.raises(StackError) as err:
+            stack.up(["gateway"])
+    assert f"port {port}" in str(err.value)
+    assert "SECML_GATEWAY_PORT" in str(err.value)
+    assert stack.pid("gateway") is None
+
+
+def test_table_lists_service_url_state() -> None:
+    table = format_table([ServiceState("mlflow", "http://127.0.0.1:5000", "ready")])
+    lines = table.splitlines()
+    assert lines[0].split() == ["service", "url", "state"]
+    assert lines[2].split() == ["mlflow", "http://127.0.0.1:5000", "ready"]
+
+
+def test_stale_pid_file_is_ignored(tmp_path: Path) -> None:
+    stack = Stack(Settings(run_dir=tmp_path))
+    stack.pid_dir.mkdir(parents=True)
+    # A PID file whose process is gone (or was reused) must not be treated as ours.
+    (stack.pid_dir / "mlflow.json").write_text('{"pid": 1, "start_time": "0", "cmd": []}')
+    assert stack.pid("mlflow") is None
+    assert not (stack.pid_dir / "mlflow.json").exists()
+
+
+@pytest.mark.integration
+def test_second_up_leaves_running_alone_and_down_stops_only_ours(
+    tmp_path: Path, stack_settings: Settings
+) -> None:
+    from tests.conftest import _free_ports
+
+    settings = Settings(run_dir=tmp_path, kafka_port=_free_ports(1)[0])
+    stack = Stack(settings)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        rows = stack.up(["kafka"])
+        assert [(r.name, r.state) for r in rows] == [("kafka", "ready")]
+        pid = stack.pid("kafka")
+        assert pid is not None
+        stack.up(["kafka"])
+        assert stack.pid("kafka") == pid
+        assert stack.down() == ["kafka"]
+        assert stack.pid("kafka") is None
+        assert port_free(settings.host, settings.kafka_port)
+        assert bystander.poll() is None, "down must not touch processes it did not start"
+    finally:
+        stack.down()
+        bystander.kill()
+        bystander.wait()
