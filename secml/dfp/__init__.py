@@ -1,0 +1,1 @@
+"""DFP: per-user autoencoder digital fingerprinting."""
