@@ -1,0 +1,328 @@
+"""Duo and Azure AD schemas: raw records -> one row per event with the model's features.
+
+``process(df_raw, source)`` takes the loader's raw frame (one row per record: ``_raw`` the
+record dict, ``_file`` and ``_index`` where it came from) and returns, sorted by time:
+``username``, ``timestamp`` (tz-aware UTC), ``location``, the feature columns of
+``FEATURES[source]``, ``event_id`` (``secml.store.event_id`` of the raw record) and the raw
+columns ``_raw``/``_file``/``_index`` kept so the writer can output the input columns.
+
+Derived features are computed per user and UTC day, in time order: ``logcount`` (running
+count of events), ``locincrement`` (running count of distinct locations), ``appincrement``
+(Azure: running count of distinct applications). Real Duo records carry ``timestamp`` as
+epoch seconds (``isotimestamp`` as ISO 8601) and ``result`` in lower case; both are honoured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandas as pd
+
+try:  # the store needs SQLAlchemy, absent in the Triton model environment
+    from secml.store import event_id as _event_id
+except ImportError:  # pragma: no cover - exercised only in .venv-triton
+
+    def _event_id(record: Mapping[str, Any]) -> str:
+        """Same as ``secml.store.event_id``: sha256 of the record's canonical JSON."""
+        canonical = json.dumps(
+            record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+log = logging.getLogger(__name__)
+
+Source = Literal["duo", "azure"]
+SOURCES: tuple[str, ...] = ("duo", "azure")
+MISSING = "unknown"
+RAW_COLUMNS: tuple[str, ...] = ("_raw", "_file", "_index")
+
+
+class SchemaError(ValueError):
+    """A record does not fit its source's schema; the message names file, record and field."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The model's input columns for one source, by kind."""
+
+    categorical: list[str] = field(default_factory=list)
+    numeric: list[str] = field(default_factory=list)
+    binary: list[str] = field(default_factory=list)
+
+    @property
+    def all(self) -> list[str]:
+        """Every feature column: categorical, then numeric, then binary."""
+        return [*self.categorical, *self.numeric, *self.binary]
+
+
+FEATURES: dict[str, FeatureSpec] = {
+    "duo": FeatureSpec(
+        categorical=["accessdevicebrowser", "accessdeviceos", "authdevicename", "reason"],
+        numeric=["logcount", "locincrement"],
+        binary=["result"],
+    ),
+    "azure": FeatureSpec(
+        categorical=[
+            "appDisplayName",
+            "clientAppUsed",
+            "deviceDetailbrowser",
+            "deviceDetaildisplayName",
+            "deviceDetailoperatingSystem",
+            "statusfailureReason",
+        ],
+        numeric=["appincrement", "locincrement", "logcount"],
+        binary=[],
+    ),
+}
+
+# Duo results (Admin API v2): only "success" lets the user in.
+DUO_RESULTS: frozenset[str] = frozenset({"success", "denied", "fraud", "failure", "error"})
+# Epoch seconds later than this (year 2286) are almost surely milliseconds.
+_MAX_EPOCH_S = 1e10
+
+# (output column, path in the record, required)
+_DUO_FIELDS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("username", ("user", "name"), True),
+    ("accessdevicebrowser", ("access_device", "browser"), False),
+    ("accessdeviceos", ("access_device", "os"), False),
+    ("authdevicename", ("auth_device", "name"), False),
+    ("reason", ("reason",), False),
+)
+_AZURE_FIELDS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("username", ("properties", "userPrincipalName"), True),
+    ("appDisplayName", ("properties", "appDisplayName"), False),
+    ("clientAppUsed", ("properties", "clientAppUsed"), False),
+    ("deviceDetailbrowser", ("properties", "deviceDetail", "browser"), False),
+    ("deviceDetaildisplayName", ("properties", "deviceDetail", "displayName"), False),
+    ("deviceDetailoperatingSystem", ("properties", "deviceDetail", "operatingSystem"), False),
+    ("statusfailureReason", ("properties", "status", "failureReason"), False),
+    ("category", ("category",), False),
+)
+
+
+def check_source(source: str) -> Source:
+    """Return ``source`` if it is a DFP source, else raise naming the allowed ones."""
+    if source not in SOURCES:
+        raise SchemaError(f"unknown DFP source {source!r}; expected one of {', '.join(SOURCES)}")
+    return source  # type: ignore[return-value]
+
+
+def frame_from_records(
+    records: Iterable[Mapping[str, Any]], file: str = "<records>", start_index: int = 0
+) -> pd.DataFrame:
+    """Wrap raw record dicts in the loader's raw frame (``_raw``, ``_file``, ``_index``)."""
+    recs = list(records)
+    for i, rec in enumerate(recs):
+        if not isinstance(rec, Mapping):
+            raise SchemaError(
+                f"{file} record {start_index + i}: expected a JSON object, got {type(rec).__name__}"
+            )
+    return pd.DataFrame(
+        {
+            "_raw": pd.Series(recs, dtype=object),
+            "_file": pd.Series([file] * len(recs), dtype=object),
+            "_index": pd.Series(range(start_index, start_index + len(recs)), dtype="int64"),
+        }
+    )
+
+
+def _where(file: Any, index: Any) -> str:
+    """Human-readable position of a record."""
+    return f"{file} record {index}"
+
+
+def _get(rec: Mapping[str, Any], path: Sequence[str], where: str) -> Any:
+    """Value at ``path`` in nested dicts, None when absent; error if a parent is not an object."""
+    cur: Any = rec
+    for depth, key in enumerate(path):
+        if cur is None:
+            return None
+        if not isinstance(cur, Mapping):
+            parent = ".".join(path[:depth])
+            raise SchemaError(
+                f"{where}: field '{parent}' should be an object, got {type(cur).__name__}"
+            )
+        cur = cur.get(key)
+    return cur
+
+
+def _text(value: Any, name: str, where: str, required: bool) -> str:
+    """A string feature value; missing optional values become ``MISSING``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+        if required:
+            raise SchemaError(f"{where}: required field '{name}' is missing or empty")
+        return MISSING
+    if isinstance(value, (Mapping, list)):
+        raise SchemaError(f"{where}: field '{name}' should be a string, got {type(value).__name__}")
+    return str(value)
+
+
+def _location(parts: Sequence[Any]) -> str:
+    """Join location parts (city, state, country) that are present."""
+    vals = [str(p) for p in parts if p not in (None, "") and not isinstance(p, Mapping)]
+    return ", ".join(vals) if vals else MISSING
+
+
+def _duo_time(rec: Mapping[str, Any], where: str) -> pd.Timestamp:
+    """Event time of a Duo record: ``timestamp`` epoch seconds, else ``isotimestamp``."""
+    ts = rec.get("timestamp")
+    if ts is not None and not isinstance(ts, bool):
+        try:
+            secs = float(ts)
+        except (TypeError, ValueError):
+            raise SchemaError(
+                f"{where}: field 'timestamp' should be epoch seconds, got {ts!r}"
+            ) from None
+        if not math.isfinite(secs) or secs < 0:
+            raise SchemaError(f"{where}: field 'timestamp' is not a valid epoch time: {ts!r}")
+        if secs > _MAX_EPOCH_S:
+            raise SchemaError(
+                f"{where}: field 'timestamp' = {ts!r} looks like milliseconds; "
+                "Duo writes epoch seconds"
+            )
+        return pd.Timestamp(secs, unit="s", tz="UTC")
+    iso = rec.get("isotimestamp")
+    if iso is None:
+        raise SchemaError(f"{where}: required field 'timestamp' (or 'isotimestamp') is missing")
+    return _iso(iso, "isotimestamp", where)
+
+
+def _iso(value: Any, name: str, where: str) -> pd.Timestamp:
+    """Parse an ISO 8601 time into UTC; naive times are taken as UTC."""
+    if not isinstance(value, str) or not value:
+        raise SchemaError(f"{where}: field '{name}' should be an ISO 8601 string, got {value!r}")
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise SchemaError(f"{where}: field '{name}' is not an ISO 8601 time: {value!r}") from exc
+    if ts is pd.NaT:
+        raise SchemaError(f"{where}: field '{name}' is not an ISO 8601 time: {value!r}")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _duo_row(rec: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Extract one Duo event's columns."""
+    row: dict[str, Any] = {"timestamp": _duo_time(rec, where)}
+    for col, path, required in _DUO_FIELDS:
+        row[col] = _text(_get(rec, path, where), ".".join(path), where, required)
+    result = rec.get("result")
+    if not isinstance(result, str) or result.lower() not in DUO_RESULTS:
+        raise SchemaError(
+            f"{where}: field 'result' should be one of {sorted(DUO_RESULTS)}, got {result!r}"
+        )
+    row["result"] = result.lower() == "success"
+    loc = _get(rec, ("access_device", "location"), where) or {}
+    if not isinstance(loc, Mapping):
+        raise SchemaError(f"{where}: field 'access_device.location' should be an object")
+    row["location"] = _location([loc.get("city"), loc.get("state"), loc.get("country")])
+    return row
+
+
+def _azure_row(rec: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Extract one Azure AD sign-in event's columns."""
+    props = rec.get("properties")
+    if not isinstance(props, Mapping):
+        raise SchemaError(f"{where}: required field 'properties' is missing or not an object")
+    time = rec.get("time", props.get("createdDateTime"))
+    if time is None:
+        raise SchemaError(f"{where}: required field 'time' is missing")
+    row: dict[str, Any] = {"timestamp": _iso(time, "time", where)}
+    for col, path, required in _AZURE_FIELDS:
+        row[col] = _text(_get(rec, path, where), ".".join(path), where, required)
+    loc = _get(rec, ("properties", "location"), where) or {}
+    if not isinstance(loc, Mapping):
+        raise SchemaError(f"{where}: field 'properties.location' should be an object")
+    row["location"] = _location([loc.get("city"), loc.get("countryOrRegion")])
+    return row
+
+
+_EXTRACT = {"duo": _duo_row, "azure": _azure_row}
+
+
+def extract(df_raw: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Per-record columns (no derived features) in input order; raw columns kept."""
+    check_source(source)
+    if "_raw" not in df_raw.columns:
+        raise SchemaError(
+            "raw frame has no '_raw' column; build it with loader.load_records or "
+            "schema.frame_from_records"
+        )
+    files = df_raw["_file"] if "_file" in df_raw.columns else ["<records>"] * len(df_raw)
+    idxs = df_raw["_index"] if "_index" in df_raw.columns else range(len(df_raw))
+    fn = _EXTRACT[source]
+    rows = []
+    ids = []
+    for rec, f, i in zip(df_raw["_raw"], files, idxs, strict=True):
+        where = _where(f, i)
+        if not isinstance(rec, Mapping):
+            raise SchemaError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        rows.append(fn(rec, where))
+        ids.append(_event_id(rec))
+    out = pd.DataFrame(rows, columns=_columns(source))
+    out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True)
+    out["event_id"] = pd.Series(ids, dtype=object)
+    for col in RAW_COLUMNS:
+        out[col] = df_raw[col].to_numpy() if col in df_raw.columns else None
+    if "_file" not in df_raw.columns:
+        out["_file"] = "<records>"
+    if "_index" not in df_raw.columns:
+        out["_index"] = range(len(out))
+    return out
+
+
+def _columns(source: str) -> list[str]:
+    """Columns produced by ``extract`` before derived features."""
+    base = ["timestamp"] + [c for c, _, _ in (_DUO_FIELDS if source == "duo" else _AZURE_FIELDS)]
+    if source == "duo":
+        base.append("result")
+    return base + ["location"]
+
+
+def _running_distinct(df: pd.DataFrame, keys: list[str], column: str) -> pd.Series:
+    """Running count of distinct ``column`` values within each ``keys`` group (1-based)."""
+    first = ~df.duplicated(subset=[*keys, column])
+    return first.astype("int64").groupby([df[k] for k in keys]).cumsum()
+
+
+def derive_features(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Sort by time and (re)compute ``logcount``, ``locincrement`` (and ``appincrement``)."""
+    check_source(source)
+    out = df.sort_values(["timestamp", "_file", "_index"], kind="stable").reset_index(drop=True)
+    if out.empty:
+        for col in FEATURES[source].numeric:
+            out[col] = pd.Series(dtype="int64")
+        return out
+    out["_day"] = out["timestamp"].dt.floor("D")
+    keys = ["username", "_day"]
+    out["logcount"] = out.groupby(keys, sort=False).cumcount().astype("int64") + 1
+    out["locincrement"] = _running_distinct(out, keys, "location")
+    if source == "azure":
+        out["appincrement"] = _running_distinct(out, keys, "appDisplayName")
+    return out.drop(columns="_day")
+
+
+def process(df_raw: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Raw frame -> events with ``username``, ``timestamp``, features, ``event_id`` and raw cols."""
+    df = derive_features(extract(df_raw, source), source)
+    spec = FEATURES[source]
+    for col in spec.categorical:
+        df[col] = df[col].astype(object)
+    for col in spec.binary:
+        df[col] = df[col].astype(bool)
+    for col in spec.numeric:
+        df[col] = df[col].astype("int64")
+    lead = ["username", "timestamp", *spec.all, "location", "event_id"]
+    rest = [c for c in df.columns if c not in lead]
+    return df[lead + rest]
+
+
+def process_records(records: Iterable[Mapping[str, Any]], source: str) -> pd.DataFrame:
+    """Shortcut: raw record dicts -> processed events (see ``process``)."""
+    return process(frame_from_records(records), source)
