@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     kafka_output_topic: str = "dfp-detections"
     kafka_consumer_group: str = "secml-control"
     consumer_metrics_port: int = 8089
+    consumer_ledger_url: str | None = None  # idempotency ledger; default SQLite under run_dir
 
     # store
     store_url: str | None = None
