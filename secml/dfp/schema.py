@@ -326,3 +326,10 @@ def process(df_raw: pd.DataFrame, source: str) -> pd.DataFrame:
 def process_records(records: Iterable[Mapping[str, Any]], source: str) -> pd.DataFrame:
     """Shortcut: raw record dicts -> processed events (see ``process``)."""
     return process(frame_from_records(records), source)
+
+
+def load_records(paths: str | Iterable[str], source: str) -> pd.DataFrame:
+    """Read raw records from files/globs (see ``secml.dfp.loader.load_records``)."""
+    from secml.dfp.loader import load_records as _load
+
+    return _load(paths, source)
