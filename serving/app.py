@@ -24,6 +24,7 @@ from secml.settings import Settings, get_settings
 from secml.store import DetectionStore, StoreError
 from serving import metrics
 from serving.detectors import DETECTORS, DetectorSpec, RecordError, known_pairs
+from serving.repository import NOT_SYNCED
 from serving.triton import (
     TritonClient,
     TritonModelError,
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
 STORE_TIMEOUT_S = 10.0
-# Error text of a Triton model that has no production version synced yet.
-NOT_SYNCED = "NOT_SYNCED"
 
 
 class PredictRequest(BaseModel):
