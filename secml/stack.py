@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -174,6 +175,8 @@ def _prepare_triton(s: Settings) -> None:
     stub = dest / "python_backend_stubs" / "3.11"
     stub.mkdir(parents=True, exist_ok=True)
     shutil.copy2(wheel / "python_backend_stubs" / "3.11" / "triton_python_backend_stub", stub)
+    # the python backend looks for the stub next to libtriton_python.so
+    shutil.copy2(stub / "triton_python_backend_stub", dest / "triton_python_backend_stub")
     s.triton_model_repository.mkdir(parents=True, exist_ok=True)
 
 
@@ -201,6 +204,8 @@ def _triton_command(s: Settings) -> list[str]:
         s.host,
         "--metrics-port",
         str(s.triton_metrics_port),
+        "--exit-on-error",
+        "false",
         "--allow-metrics",
         "true",
         "--log-verbose",
@@ -574,28 +579,26 @@ class Stack:
     def up(self, names: Iterable[str] | None = None) -> list[ServiceState]:
         """Start the named services (default: all available), leaving running ones alone."""
         wanted = [BY_NAME[n] for n in names] if names else [s for s in SERVICES if _available(s)]
-        errors: list[str] = []
-        done: set[str] = set()
-        pending = list(wanted)
-        while pending:
-            wave = [
-                svc
-                for svc in pending
-                if all(a in done or a not in {w.name for w in wanted} for a in svc.after)
-            ]
-            if not wave:
-                raise StackError(f"unresolvable start order for {[p.name for p in pending]}")
-            for svc in wave:
-                pending.remove(svc)
-            with ThreadPoolExecutor(max_workers=len(wave)) as pool:
-                results = list(pool.map(self._ensure_one, wave))
-            for svc, err in zip(wave, results, strict=True):
-                if err:
-                    errors.append(err)
-                else:
-                    done.add(svc.name)
-        if errors:
-            raise StackError("\n".join(errors))
+        finished = {svc.name: threading.Event() for svc in wanted}
+        failed: dict[str, str] = {}
+
+        def start(svc: Service) -> None:
+            for dep in svc.after:
+                if dep in finished:
+                    finished[dep].wait()
+                    if dep in failed:
+                        failed[svc.name] = f"{svc.name} not started: {dep} failed"
+                        finished[svc.name].set()
+                        return
+            err = self._ensure_one(svc)
+            if err:
+                failed[svc.name] = err
+            finished[svc.name].set()
+
+        with ThreadPoolExecutor(max_workers=len(wanted) or 1) as pool:
+            list(pool.map(start, wanted))
+        if failed:
+            raise StackError("\n".join(failed[s.name] for s in wanted if s.name in failed))
         return self.status(wanted)
 
     def _ensure_one(self, svc: Service) -> str | None:
