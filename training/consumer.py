@@ -704,6 +704,7 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     consumer = ControlConsumer(settings)
     server = serve_metrics(consumer)
 
