@@ -15,12 +15,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from secml.dfp.model import AutoEncoder
+from secml.naming import GENERIC_USER, user_to_model_name
 from secml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 PRODUCTION_ALIAS = "production"
-GENERIC_USER = "generic"
 
 
 class NoModelError(LookupError):
@@ -127,8 +127,6 @@ class ModelRegistry:
 
     def resolve(self, user: str) -> tuple[str, str]:
         """(model name, version) that scores ``user``: their own production model, else generic."""
-        from secml.naming import user_to_model_name
-
         listing = self.production_models()
         own = user_to_model_name(self.source, user)
         if own in listing:

@@ -25,12 +25,12 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from secml.dfp.model import AutoEncoder, AutoEncoderConfig, find_model_dir
+from secml.naming import user_to_model_name
 from secml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 PRODUCTION_ALIAS = "production"
-GENERIC_USER = "generic"
 MODEL_ARTIFACT = "model"
 _exp_lock = threading.Lock()
 
@@ -205,8 +205,6 @@ def train_user(
     settings: Settings | None = None,
 ) -> TrainResult:
     """Fit an autoencoder on ``df`` (one user's rows, or all for ``generic``); register it."""
-    from secml.naming import user_to_model_name
-
     settings = settings or get_settings()
     if df.empty:
         raise ValueError(f"no training rows for user {user!r} of source {source!r}")
