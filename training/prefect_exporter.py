@@ -1,0 +1,291 @@
+"""Prometheus exporter for training: Prefect flow-run states and durations, registry aliases.
+
+Prefect 3 has no metrics endpoint of its own, so this process polls the Prefect REST API and
+MLflow's model registry and serves what it finds on ``/metrics``
+(``settings.prefect_exporter_port``):
+
+- ``prefect_flow_runs{flow,state}``: flow runs expected to start within the lookback window,
+  by flow and current state type (``completed``, ``failed``, ``running``, ...);
+- ``prefect_flow_runs_finished_total{flow,state}``: finished runs seen (a counter; alert on
+  ``increase`` of ``failed``/``crashed``);
+- ``prefect_flow_run_duration_seconds{flow,state}``: run time of finished runs (histogram);
+- ``registry_production_version{model,version}``: the version behind each model's
+  ``production`` alias (the value is the version number);
+- ``registry_production_metric{model,metric}``: the metrics logged by that version's run;
+- ``prefect_exporter_api_up{api}``: whether the last poll of ``prefect`` / ``mlflow`` worked.
+
+Run it with ``python -m training.prefect_exporter``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from secml.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+STATE_TYPES = (
+    "scheduled",
+    "pending",
+    "running",
+    "paused",
+    "cancelling",
+    "completed",
+    "failed",
+    "crashed",
+    "cancelled",
+)
+TERMINAL = frozenset({"completed", "failed", "crashed", "cancelled"})
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, math.inf)
+PAGE = 200
+MAX_RUNS = 10_000
+PRODUCTION_ALIAS = "production"
+
+
+class PrefectApiError(RuntimeError):
+    """The Prefect API answered with an error or not at all."""
+
+
+class TrainingExporter:
+    """Polls Prefect and the MLflow registry and keeps the Prometheus metrics up to date."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+        lookback: timedelta = timedelta(days=1),
+        http: httpx.Client | None = None,
+        mlflow_client: Any | None = None,
+    ) -> None:
+        """Create the metrics in ``registry`` (a fresh one by default)."""
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.lookback = lookback
+        self.api = (settings.prefect_api_url or "").rstrip("/")
+        self.http = http or httpx.Client(timeout=10.0)
+        self._mlflow = mlflow_client
+        self._seen: set[str] = set()
+        self._flows: dict[str, str] = {}
+        self.runs = Gauge(
+            "prefect_flow_runs",
+            "Flow runs expected to start within the lookback window, by current state type.",
+            ["flow", "state"],
+            registry=self.registry,
+        )
+        self.finished = Counter(
+            "prefect_flow_runs_finished",
+            "Finished flow runs seen by the exporter, by final state type.",
+            ["flow", "state"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "prefect_flow_run_duration_seconds",
+            "Run time of finished flow runs.",
+            ["flow", "state"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.production = Gauge(
+            "registry_production_version",
+            "Version behind the model's production alias (value: the version number).",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.production_metric = Gauge(
+            "registry_production_metric",
+            "A metric logged by the run of the model's production version.",
+            ["model", "metric"],
+            registry=self.registry,
+        )
+        self.api_up = Gauge(
+            "prefect_exporter_api_up",
+            "Whether the last poll of the API succeeded (1) or failed (0).",
+            ["api"],
+            registry=self.registry,
+        )
+        self.last_poll = Gauge(
+            "prefect_exporter_last_poll_timestamp_seconds",
+            "When the exporter last finished a poll.",
+            registry=self.registry,
+        )
+
+    # -- Prefect -------------------------------------------------------------------------
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST ``body`` to the Prefect API and return the decoded JSON."""
+        url = f"{self.api}{path}"
+        try:
+            response = self.http.post(url, json=body)
+        except httpx.HTTPError as exc:
+            raise PrefectApiError(f"Prefect API {url} unreachable: {exc}") from exc
+        if response.status_code >= 400:
+            raise PrefectApiError(
+                f"Prefect API {url} answered {response.status_code}: {response.text[:200]}"
+            )
+        return response.json()
+
+    def _flow_names(self) -> dict[str, str]:
+        """Map flow id to flow name for every flow the server knows."""
+        flows: dict[str, str] = {}
+        offset = 0
+        while True:
+            page = self._post("/flows/filter", {"limit": PAGE, "offset": offset})
+            flows.update({f["id"]: f["name"] for f in page})
+            if len(page) < PAGE:
+                return flows
+            offset += PAGE
+
+    def _recent_runs(self, now: datetime) -> list[dict[str, Any]]:
+        """Flow runs expected to start after ``now - lookback`` (newest first, capped)."""
+        after = (now - self.lookback).isoformat()
+        runs: list[dict[str, Any]] = []
+        while len(runs) < MAX_RUNS:
+            body = {
+                "flow_runs": {"expected_start_time": {"after_": after}},
+                "sort": "EXPECTED_START_TIME_DESC",
+                "limit": PAGE,
+                "offset": len(runs),
+            }
+            page = self._post("/flow_runs/filter", body)
+            runs.extend(page)
+            if len(page) < PAGE:
+                break
+        return runs
+
+    def poll_prefect(self, now: datetime | None = None) -> None:
+        """Refresh the flow-run metrics from the Prefect API."""
+        now = now or datetime.now(UTC)
+        self._flows.update(self._flow_names())
+        runs = self._recent_runs(now)
+        counts = {(name, state): 0 for name in self._flows.values() for state in STATE_TYPES}
+        for name in set(self._flows.values()):
+            for state in TERMINAL:
+                self.finished.labels(flow=name, state=state)  # zero series so increase() sees 0->1
+        for run in runs:
+            flow = self._flows.get(run.get("flow_id", ""), "unknown")
+            state = str(run.get("state_type") or "pending").lower()
+            counts[(flow, state)] = counts.get((flow, state), 0) + 1
+            run_id = str(run.get("id"))
+            if state in TERMINAL and run_id not in self._seen:
+                self.finished.labels(flow=flow, state=state).inc()
+                self.duration.labels(flow=flow, state=state).observe(_run_seconds(run))
+        # Remember the finished runs still in the window so none is counted twice.
+        self._seen = {str(r.get("id")) for r in runs if _terminal(r)}
+        self.runs.clear()
+        for (flow, state), n in counts.items():
+            self.runs.labels(flow=flow, state=state).set(n)
+
+    # -- MLflow registry ---------------------------------------------------------------
+    def _mlflow_client(self) -> Any:
+        """The MLflow client (created on first use; mlflow is slow to import)."""
+        if self._mlflow is None:
+            from mlflow import MlflowClient
+
+            self._mlflow = MlflowClient(tracking_uri=self.settings.mlflow_tracking_uri)
+        return self._mlflow
+
+    def poll_registry(self) -> None:
+        """Refresh the production versions and their metrics from the MLflow registry."""
+        client = self._mlflow_client()
+        production: dict[str, str] = {}
+        token = None
+        while True:
+            page = client.search_registered_models(max_results=200, page_token=token)
+            for model in page:
+                version = (getattr(model, "aliases", None) or {}).get(PRODUCTION_ALIAS)
+                if version is not None:
+                    production[model.name] = str(version)
+            token = getattr(page, "token", None)
+            if not token:
+                break
+        self.production.clear()
+        self.production_metric.clear()
+        for name, version in sorted(production.items()):
+            self.production.labels(model=name, version=version).set(float(version))
+            run_id = client.get_model_version(name, version).run_id
+            if not run_id:
+                continue
+            for metric, value in _numeric(client.get_run(run_id).data.metrics.items()):
+                self.production_metric.labels(model=name, metric=metric).set(value)
+
+    def poll(self) -> None:
+        """Poll both APIs; a failing one is logged and marked down, the other still updates."""
+        for api, fn in (("prefect", self.poll_prefect), ("mlflow", self.poll_registry)):
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - any failure of one API must not stop the other
+                log.warning("polling %s failed: %s", api, exc)
+                self.api_up.labels(api=api).set(0)
+            else:
+                self.api_up.labels(api=api).set(1)
+        self.last_poll.set(time.time())
+
+
+def _terminal(run: dict[str, Any]) -> bool:
+    """Whether a flow run (API JSON) is in a final state."""
+    return str(run.get("state_type") or "").lower() in TERMINAL
+
+
+def _run_seconds(run: dict[str, Any]) -> float:
+    """Run time of a finished flow run: ``total_run_time``, else end minus start."""
+    total = run.get("total_run_time")
+    if isinstance(total, int | float) and total > 0:
+        return float(total)
+    start, end = run.get("start_time"), run.get("end_time")
+    if start and end:
+        return max(0.0, (_parse(end) - _parse(start)).total_seconds())
+    return 0.0
+
+
+def _parse(value: str) -> datetime:
+    """Parse an ISO 8601 timestamp from the Prefect API."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _numeric(items: Iterable[tuple[str, Any]]) -> Iterable[tuple[str, float]]:
+    """Keep the finite numeric metric values."""
+    for key, value in items:
+        if isinstance(value, int | float) and math.isfinite(value):
+            yield key, float(value)
+
+
+def serve(exporter: TrainingExporter, host: str, port: int, interval: float) -> None:
+    """Serve ``/metrics`` on ``host:port`` and poll every ``interval`` seconds until stopped."""
+    server, thread = start_http_server(port, addr=host, registry=exporter.registry)
+    log.info("prefect exporter on http://%s:%d/metrics (poll every %.0fs)", host, port, interval)
+    stop = threading.Event()
+    try:
+        while not stop.is_set():
+            exporter.poll()
+            stop.wait(interval)
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m training.prefect_exporter [--interval S] [--lookback-hours H]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--interval", type=float, default=15.0, help="seconds between polls")
+    parser.add_argument("--lookback-hours", type=float, default=24.0, help="flow-run window")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    exporter = TrainingExporter(settings, lookback=timedelta(hours=args.lookback_hours))
+    serve(exporter, settings.host, settings.prefect_exporter_port, args.interval)
+
+
+if __name__ == "__main__":
+    main()
