@@ -505,6 +505,7 @@ class ServiceState:
     url: str
     state: str
     pid: int | None = None
+    rss_mb: float = 0.0
 
 
 class Stack:
@@ -622,7 +623,9 @@ class Stack:
                 state = "stopped" if _available(svc) else "not built yet"
             else:
                 state = "ready" if svc.ready(self.settings) else "not ready"
-            rows.append(ServiceState(svc.name, svc.url(self.settings), state, pid))
+            rows.append(
+                ServiceState(svc.name, svc.url(self.settings), state, pid, group_rss_mb(pid))
+            )
         return rows
 
     def down(self, names: Iterable[str] | None = None, timeout_s: float = 15.0) -> list[str]:
@@ -638,6 +641,21 @@ class Stack:
             stopped.append(svc.name)
             log.info("stopped %s (pid %d)", svc.name, pid)
         return stopped
+
+
+def group_rss_mb(pgid: int | None) -> float:
+    """Resident memory (MiB) of every process in the process group ``pgid``."""
+    if pgid is None:
+        return 0.0
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    return total / 2**20
 
 
 def service_states(settings: Settings | None = None) -> list[ServiceState]:
@@ -676,13 +694,15 @@ def _reap(pid: int) -> None:
 
 def format_table(rows: list[ServiceState]) -> str:
     """A plain-text table: service, URL, state."""
-    header = ("service", "url", "state")
-    data = [(r.name, r.url, r.state) for r in rows]
+    header = ("service", "url", "state", "memory")
+    data = [(r.name, r.url, r.state, f"{r.rss_mb:.0f} MiB" if r.pid else "-") for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *data, strict=False)]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
+    total = sum(r.rss_mb for r in rows)
     return "\n".join(
         [line.format(*header), line.format(*("-" * w for w in widths))]
         + [line.format(*row) for row in data]
+        + [f"total memory: {total:.0f} MiB"]
     )
 
 
@@ -697,8 +717,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown service(s) {unknown}; known: {', '.join(BY_NAME)}")
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("httpx", "kafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     stack = Stack(settings)
     out = sys.stdout
     if args.action == "up":

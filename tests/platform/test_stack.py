@@ -28,10 +28,17 @@ def test_busy_port_is_named_with_its_setting(tmp_path: Path) -> None:
 
 
 def test_table_lists_service_url_state() -> None:
-    table = format_table([ServiceState("mlflow", "http://127.0.0.1:5000", "ready")])
+    table = format_table(
+        [
+            ServiceState("mlflow", "http://127.0.0.1:5000", "ready", pid=10, rss_mb=500.4),
+            ServiceState("ui", "http://127.0.0.1:8501", "stopped"),
+        ]
+    )
     lines = table.splitlines()
-    assert lines[0].split() == ["service", "url", "state"]
-    assert lines[2].split() == ["mlflow", "http://127.0.0.1:5000", "ready"]
+    assert lines[0].split() == ["service", "url", "state", "memory"]
+    assert lines[2].split() == ["mlflow", "http://127.0.0.1:5000", "ready", "500", "MiB"]
+    assert lines[3].split() == ["ui", "http://127.0.0.1:8501", "stopped", "-"]
+    assert lines[-1] == "total memory: 500 MiB"
 
 
 def test_stale_pid_file_is_ignored(tmp_path: Path) -> None:
