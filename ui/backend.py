@@ -318,12 +318,13 @@ def registered_models(client: Any) -> pd.DataFrame:
         rows.append(
             {
                 "name": rm.name,
-                "production": aliases.get(PRODUCTION),
+                "production": int(aliases[PRODUCTION]) if PRODUCTION in aliases else None,
                 "aliases": ", ".join(f"{a}→v{v}" for a, v in sorted(aliases.items())),
                 "latest_version": latest,
             }
         )
-    return pd.DataFrame(rows, columns=["name", "production", "aliases", "latest_version"])
+    df = pd.DataFrame(rows, columns=["name", "production", "aliases", "latest_version"])
+    return df.astype({"production": "Int64", "latest_version": "Int64"})
 
 
 def model_versions(client: Any, name: str) -> pd.DataFrame:

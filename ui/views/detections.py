@@ -33,8 +33,12 @@ def _filters(df: pd.DataFrame) -> pd.DataFrame:
     sources = c2.multiselect("Source", _options(df, "source"), key="f_source")
     users = c3.multiselect("User", _options(df, "user"), key="f_user")
     c4, c5, c6 = st.columns(3)
+    raw = df["event_time"] if "event_time" in df.columns else pd.Series(dtype="object")
+    times = pd.to_datetime(raw, utc=True, errors="coerce").dropna()
     today = datetime.now(UTC).date()
-    days = c4.date_input("Event time", value=(today - timedelta(days=30), today), key="f_time")
+    first = times.min().date() if len(times) else today - timedelta(days=30)
+    last = max(times.max().date(), today) if len(times) else today
+    days = c4.date_input("Event time", value=(first, last), key="f_time")
     scol = backend.score_column(df)
     min_score = c5.number_input(
         f"Minimum {scol or 'score'}", value=0.0, step=0.5, key="f_score", disabled=scol is None
@@ -120,7 +124,7 @@ def _detail(store: Any, df: pd.DataFrame, det_id: int, user: str) -> None:
         else:
             st.caption("This detector reports no per-feature z-scores.")
     _label_form(store, [det_id], f"label-{det_id}", user)
-    if "user" in df.columns:
+    if isinstance(row.get("user"), str):
         hist = df[(df["user"] == row["user"]) & (df[idc] != det_id)].head(20)
         st.markdown(f"**Recent history of {row['user']}** ({len(hist)} other detections)")
         cols = [c for c in ("event_time", idc, "detector", scol, "model_version", "label") if c]
