@@ -3,7 +3,7 @@
 A file's time comes from its name (``DUO_2022-08-01T00_05_06.806Z.json``: any
 ``YYYY-MM-DDTHH_MM_SS(.fff)Z`` or ISO-like stamp in the name), else from its modification
 time. ``period`` is a pandas frequency (``D``, ``6h``, ``W``); ``start_time`` is inclusive,
-``end_time`` exclusive; ``sampling`` keeps a fraction (0 < x < 1), a count (int >= 1) or one
+``end_time`` exclusive; ``sampling`` keeps a fraction (0 < x <= 1.0), a count (int >= 1) or one
 file per interval (a frequency string such as ``"1h"``) of the files.
 """
 
@@ -104,13 +104,15 @@ def sample_files(
             off = _offset(sampling, "sampling")
             keys = files["time"].dt.floor(off) if hasattr(off, "nanos") else files["time"]
             return files.groupby(keys, sort=True).head(1)
+    if isinstance(sampling, float) and sampling == 1.0:
+        return files
     if isinstance(sampling, float) and 0 < sampling < 1:
         return files.sample(frac=sampling, random_state=seed).sort_values("time")
     if isinstance(sampling, (int, float)) and sampling >= 1 and float(sampling).is_integer():
         n = min(int(sampling), len(files))
         return files.sample(n=n, random_state=seed).sort_values("time")
     raise BatchError(
-        f"batching option 'sampling' must be a fraction in (0, 1), a count >= 1 or a "
+        f"batching option 'sampling' must be a fraction in (0, 1], a count >= 1 or a "
         f"frequency, got {sampling!r}"
     )
 

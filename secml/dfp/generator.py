@@ -14,7 +14,10 @@ days and labelled in a separate CSV (``labels_<source>.csv``: ``event_id`` is
 ``mfa_fatigue`` (burst of denied pushes), ``impossible_travel`` (known device, far away, an
 hour after a login at home), ``new_app`` (first access to an application), ``off_hours``.
 
-CLI: ``python -m secml.dfp.generator --out DIR --source both --users 200 --days 30``.
+CLI: ``python -m secml.dfp.generator --out DIR --source both --users 200 --days 30`` writes
+``DIR/<source>-training-data/`` (days before the attack window), ``DIR/<source>-inference-data/``
+(the last ``--attack-days`` days) and ``DIR/labels_<source>.csv``; ``DIR`` defaults to
+``<settings.data_dir>/dfp``, where the example control messages look.
 """
 
 from __future__ import annotations
@@ -627,7 +630,7 @@ def generate(
     days: int = 30,
     start: date = date(2022, 8, 1),
     seed: int = 42,
-    attack_days: int = 5,
+    attack_days: int = 2,
     n_attacks: int = 60,
     sparse_fraction: float = 0.2,
 ) -> Generated:
@@ -699,19 +702,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m secml.dfp.generator", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output directory (default <data_dir>/dfp)"
+    )
     p.add_argument("--source", choices=("duo", "azure", "both"), default="both")
     p.add_argument("--users", type=int, default=200)
-    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--days", type=int, default=31)
     p.add_argument("--start", type=date.fromisoformat, default=date(2022, 8, 1))
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--attack-days", type=int, default=5)
+    p.add_argument("--attack-days", type=int, default=2, help="last days: inference data")
     p.add_argument("--attacks", type=int, default=60)
     p.add_argument("--sparse-fraction", type=float, default=0.2)
     p.add_argument("--file-hours", type=float, default=6.0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    out = args.out
+    if out is None:
+        from secml.settings import get_settings
+
+        out = Path(get_settings().data_dir) / "dfp"
     sources = ("duo", "azure") if args.source == "both" else (args.source,)
+    split = datetime.combine(args.start, datetime.min.time(), UTC) + timedelta(
+        days=args.days - args.attack_days
+    )
     for source in sources:
         gen = generate(
             source,
@@ -723,12 +736,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_attacks=args.attacks,
             sparse_fraction=args.sparse_fraction,
         )
-        files = write_batches(gen, args.out / source, args.file_hours)
-        labels = write_labels(gen, args.out)
+        train, infer = split_at(gen, split)
+        for part, name in ((train, "training"), (infer, "inference")):
+            folder = out / f"{source}-{name}-data"
+            files = write_batches(part, folder, args.file_hours)
+            log.info(
+                "%s: %d records in %d files under %s", source, len(part.records), len(files), folder
+            )
         log.info(
-            "%s: wrote %d files to %s, labels to %s", source, len(files), args.out / source, labels
+            "%s: %d attack events labelled in %s", source, len(gen.labels), write_labels(gen, out)
         )
     return 0
+
+
+def split_at(gen: Generated, when: datetime) -> tuple[Generated, Generated]:
+    """Records before ``when`` (training data) and from ``when`` on (inference data)."""
+    before = [r for r in gen.records if _record_time(gen.source, r) < when]
+    after = [r for r in gen.records if _record_time(gen.source, r) >= when]
+    ids = {event_id(r) for r in after}
+    return (
+        Generated(gen.source, before, [lb for lb in gen.labels if lb["event_id"] not in ids]),
+        Generated(gen.source, after, [lb for lb in gen.labels if lb["event_id"] in ids]),
+    )
 
 
 if __name__ == "__main__":
