@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 DEPLOYMENT_NAME = "default"
 
 # (file relative to the repository root, flow function). Add a line per deployed flow.
-FLOWS: list[tuple[str, str]] = []
+FLOWS: list[tuple[str, str]] = [
+    ("training/abp_flow.py", "abp_train"),
+]
 
 
 def deploy_all() -> list[str]:

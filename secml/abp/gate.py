@@ -1,0 +1,171 @@
+"""MLflow side of ABP training: log a run, register ``abp-nvsmi-xgb``, and the promotion gate.
+
+The ``production`` alias moves only when the new version's F1 reaches the configured
+minimum and is not worse than the current production version scored on the same
+evaluation data. Aliases only; stages are never used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from secml.abp import EXPERIMENT_NAME, MODEL_NAME, PROD_ALIAS
+from secml.abp.features import FEATURES
+from secml.abp.model import Dataset, evaluate, plots, score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Registered:
+    """What ``log_and_register`` produced."""
+
+    run_id: str
+    version: str
+    model_uri: str
+
+
+@dataclass
+class GateDecision:
+    """The promotion gate's verdict for one model version."""
+
+    version: str
+    promoted: bool
+    reason: str
+    f1: float
+    min_f1: float
+    production_version: str | None
+    production_f1: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (for Prefect results and logs)."""
+        return asdict(self)
+
+
+def _client() -> Any:
+    """An MlflowClient bound to the configured tracking server."""
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def configure_tracking(tracking_uri: str) -> None:
+    """Point mlflow at ``tracking_uri`` and select the ABP experiment."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(EXPERIMENT_NAME)
+
+
+def log_and_register(
+    booster: xgb.Booster,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    test: Dataset,
+    tags: dict[str, str],
+    model_name: str = MODEL_NAME,
+) -> Registered:
+    """Log params, metrics, plots, feature list and the model; register a new version."""
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    scores = score(booster, test.X)
+    example_rows = test.X[~np.isnan(test.X).any(axis=1)][:5]
+    example = pd.DataFrame(example_rows.astype(np.float64), columns=list(FEATURES))
+    signature = infer_signature(example, score(booster, example_rows).astype(np.float64))
+    with mlflow.start_run(run_name=f"abp-train-{tags.get('data_window_end', '')}") as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.set_tags(tags | {"features": json.dumps(list(FEATURES))})
+        mlflow.log_dict({"features": list(FEATURES)}, "features.json")
+        for name, fig in plots(booster, test.y, scores, metrics).items():
+            mlflow.log_figure(fig, f"plots/{name}")
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+        info = mlflow.xgboost.log_model(
+            booster,
+            name="model",
+            signature=signature,
+            input_example=example,
+            model_format="ubj",
+            registered_model_name=model_name,
+        )
+    version = str(info.registered_model_version)
+    client = _client()
+    for key, value in (
+        tags
+        | {
+            "f1": f"{metrics['f1']:.6f}",
+            "run_id": run.info.run_id,
+            "features": json.dumps(list(FEATURES)),
+        }
+    ).items():
+        client.set_model_version_tag(model_name, version, key, str(value))
+    log.info("registered %s version %s (run %s)", model_name, version, run.info.run_id)
+    return Registered(run.info.run_id, version, f"models:/{model_name}/{version}")
+
+
+def production_version(model_name: str = MODEL_NAME) -> str | None:
+    """The version the ``production`` alias points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client().get_model_version_by_alias(model_name, PROD_ALIAS).version)
+    except MlflowException:
+        return None
+
+
+def load_version(version: str, model_name: str = MODEL_NAME) -> xgb.Booster:
+    """Load one registered version's booster from MLflow."""
+    import mlflow
+
+    return mlflow.xgboost.load_model(f"models:/{model_name}/{version}")
+
+
+def gate(
+    version: str,
+    new_metrics: dict[str, float],
+    test: Dataset,
+    min_f1: float,
+    model_name: str = MODEL_NAME,
+) -> GateDecision:
+    """Move ``production`` to ``version`` only if F1 >= ``min_f1`` and not worse than production."""
+    f1 = float(new_metrics["f1"])
+    prod = production_version(model_name)
+    prod_f1: float | None = None
+    if prod is not None and prod != version:
+        prod_scores = score(load_version(prod, model_name), test.X)
+        prod_f1 = evaluate(test.y, prod_scores, test.profile)["f1"]
+    if f1 < min_f1:
+        promoted, reason = False, f"F1 {f1:.4f} is below the minimum {min_f1:.4f}"
+    elif prod_f1 is not None and f1 < prod_f1:
+        promoted = False
+        reason = f"F1 {f1:.4f} is worse than production v{prod} ({prod_f1:.4f}) on the same data"
+    else:
+        promoted = True
+        reason = f"F1 {f1:.4f} >= minimum {min_f1:.4f}" + (
+            f" and >= production v{prod} ({prod_f1:.4f})"
+            if prod_f1 is not None
+            else " (no production version yet)"
+        )
+    client = _client()
+    if promoted:
+        client.set_registered_model_alias(model_name, PROD_ALIAS, version)
+    client.set_model_version_tag(model_name, version, "gate", "passed" if promoted else "failed")
+    client.set_model_version_tag(model_name, version, "gate_reason", reason)
+    if prod_f1 is not None:
+        client.set_model_version_tag(
+            model_name, version, "production_f1_same_data", f"{prod_f1:.6f}"
+        )
+    log.info(
+        "gate for %s v%s: %s (%s)", model_name, version, "promoted" if promoted else "kept", reason
+    )
+    return GateDecision(version, promoted, reason, f1, min_f1, prod, prod_f1)

@@ -1,0 +1,461 @@
+"""ABP model steps as plain functions: load, label, split, train, score, evaluate, plot.
+
+Prefect tasks in ``training/abp_flow.py`` are thin wrappers around these. ``score`` and
+``load_booster`` use only numpy and xgboost so the Triton python-backend model can call them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from secml.abp.features import FEATURES, N_FEATURES, to_matrix
+from secml.abp.generator import MINING_PROFILES, TIMESTAMP_FORMAT, TIMESTAMP_KEY, UUID_KEY
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.5
+LABEL_REQUIRED = ("uuid", "timestamp", "mining")
+
+
+class DataError(ValueError):
+    """Training data or labels that cannot be used; the message names the file and line."""
+
+
+@dataclass
+class TrainParams:
+    """XGBoost hyper-parameters for the ABP classifier."""
+
+    n_estimators: int = 200
+    max_depth: int = 6
+    learning_rate: float = 0.1
+    subsample: float = 0.8
+    colsample_bytree: float = 1.0
+    min_child_weight: float = 1.0
+    seed: int = 0
+
+    def xgb_params(self) -> dict[str, Any]:
+        """The booster parameters passed to ``xgb.train``."""
+        return {
+            "objective": "binary:logistic",
+            "eval_metric": ["logloss", "auc"],
+            "tree_method": "hist",
+            "device": device(),
+            "max_depth": self.max_depth,
+            "eta": self.learning_rate,
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
+            "min_child_weight": self.min_child_weight,
+            "seed": self.seed,
+            "nthread": 0,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """Parameters for logging."""
+        return asdict(self)
+
+
+def device() -> str:
+    """``cuda`` when this xgboost build supports CUDA and an NVIDIA GPU is visible, else ``cpu``."""
+    if xgb.build_info().get("USE_CUDA") and shutil.which("nvidia-smi"):
+        return "cuda"
+    return "cpu"
+
+
+# ---------------------------------------------------------------- loading
+
+
+def expand(paths: str | Sequence[str]) -> list[str]:
+    """Expand file paths or globs (any fsspec URL) into a sorted list of files."""
+    import fsspec
+
+    if isinstance(paths, str):
+        paths = [paths]
+    files: list[str] = []
+    for p in paths:
+        fs, _, found = fsspec.get_fs_token_paths(p)
+        if not found:
+            raise DataError(f"no file matches {p!r}")
+        proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        files.extend(f if proto in ("file", "local") else f"{proto}://{f}" for f in found)
+    return sorted(dict.fromkeys(files))
+
+
+def read_jsonlines(paths: str | Sequence[str]) -> list[dict[str, Any]]:
+    """Read nvsmi JSON-lines files (paths or globs); a bad line is an error naming file:line."""
+    import fsspec
+
+    records: list[dict[str, Any]] = []
+    for path in expand(paths):
+        with fsspec.open(path, "rt", encoding="utf-8") as fh:
+            for no, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{no}: invalid JSON ({exc.msg})") from None
+                if not isinstance(rec, dict):
+                    raise DataError(
+                        f"{path}:{no}: expected a JSON object, got {type(rec).__name__}"
+                    )
+                records.append(rec)
+    log.info("read %d records from %s", len(records), paths)
+    return records
+
+
+def read_labels(paths: str | Sequence[str]) -> dict[tuple[str, str], tuple[int, str]]:
+    """Read labels CSVs into ``{(uuid, timestamp): (mining, profile)}``."""
+    import fsspec
+
+    out: dict[tuple[str, str], tuple[int, str]] = {}
+    for path in expand(paths):
+        with fsspec.open(path, "rt", encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in LABEL_REQUIRED if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{path}: labels file lacks column(s) {', '.join(missing)}")
+            for row in reader:
+                if row["mining"] not in ("0", "1"):
+                    raise DataError(
+                        f"{path}:{reader.line_num}: mining must be 0 or 1, got {row['mining']!r}"
+                    )
+                out[(row["uuid"], row["timestamp"])] = (
+                    int(row["mining"]),
+                    row.get("profile") or "unknown",
+                )
+    return out
+
+
+def parse_time(value: Any) -> datetime:
+    """Parse an nvidia-smi timestamp ("Mon Nov 02 10:00:00 2026", taken as UTC) or ISO 8601."""
+    if not isinstance(value, str):
+        raise ValueError(f"timestamp must be a string, got {type(value).__name__}")
+    try:
+        return datetime.strptime(value.strip(), TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        parsed = datetime.fromisoformat(value.strip())
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def record_key(record: dict[str, Any]) -> tuple[str, str]:
+    """The (gpu uuid, timestamp) pair that joins a record to its label."""
+    return (str(record.get(UUID_KEY, "")), str(record.get(TIMESTAMP_KEY, "")))
+
+
+@dataclass
+class Dataset:
+    """Feature matrix plus what the split and the evaluation need, row-aligned."""
+
+    X: np.ndarray
+    y: np.ndarray
+    gpu: np.ndarray  # uuid per row
+    time: np.ndarray  # epoch seconds per row
+    profile: np.ndarray  # workload profile per row ("analyst" for store-only labels)
+
+    def __len__(self) -> int:
+        """Number of rows."""
+        return len(self.y)
+
+    def subset(self, idx: np.ndarray) -> Dataset:
+        """Rows ``idx`` as a new dataset."""
+        return Dataset(self.X[idx], self.y[idx], self.gpu[idx], self.time[idx], self.profile[idx])
+
+    def window(self) -> tuple[str, str]:
+        """First and last sample time as ISO 8601 UTC."""
+        lo, hi = float(self.time.min()), float(self.time.max())
+        return tuple(  # type: ignore[return-value]
+            datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z") for t in (lo, hi)
+        )
+
+
+def build_dataset(
+    records: list[dict[str, Any]],
+    labels: dict[tuple[str, str], tuple[int, str]],
+    analyst: Iterable[tuple[dict[str, Any], int]] = (),
+) -> tuple[Dataset, dict[str, int]]:
+    """Join records to labels and analyst labels (which win); return the dataset and counts."""
+    overrides: dict[tuple[str, str], int] = {}
+    extra: list[dict[str, Any]] = []
+    extra_y: list[int] = []
+    for rec, mining in analyst:
+        key = record_key(rec)
+        overrides[key] = mining
+        extra.append(rec)
+        extra_y.append(mining)
+    rows, ys, gpus, times, profiles = [], [], [], [], []
+    unlabelled = overridden = 0
+    seen: set[tuple[str, str]] = set()
+    for i, rec in enumerate(records):
+        key = record_key(rec)
+        lab = labels.get(key)
+        if key in overrides:
+            y, prof = overrides[key], (lab[1] if lab else "analyst")
+            overridden += 1
+        elif lab is None:
+            unlabelled += 1
+            continue
+        else:
+            y, prof = lab
+        seen.add(key)
+        rows.append(rec)
+        ys.append(y)
+        gpus.append(key[0])
+        times.append(_epoch(rec, i))
+        profiles.append(prof)
+    added = 0
+    for rec, y in zip(extra, extra_y, strict=True):
+        key = record_key(rec)
+        if key in seen:
+            continue
+        seen.add(key)
+        rows.append(rec)
+        ys.append(y)
+        gpus.append(key[0])
+        times.append(_epoch(rec, -1))
+        profiles.append("analyst")
+        added += 1
+    if unlabelled:
+        log.warning(
+            "%d records have no label (by GPU uuid + timestamp) and are left out", unlabelled
+        )
+    if not rows:
+        raise DataError("no labelled records: check that the labels match the data files")
+    ds = Dataset(
+        X=to_matrix(rows),
+        y=np.asarray(ys, dtype=np.int32),
+        gpu=np.asarray(gpus),
+        time=np.asarray(times, dtype=np.float64),
+        profile=np.asarray(profiles),
+    )
+    counts = {
+        "rows": len(ds),
+        "unlabelled": unlabelled,
+        "analyst_overrides": overridden,
+        "analyst_added": added,
+        "mining": int(ds.y.sum()),
+    }
+    return ds, counts
+
+
+def _epoch(rec: dict[str, Any], index: int) -> float:
+    """Epoch seconds of a record's timestamp; errors name the record."""
+    try:
+        return parse_time(rec.get(TIMESTAMP_KEY)).timestamp()
+    except ValueError as exc:
+        raise DataError(f"record {index}: bad {TIMESTAMP_KEY}: {exc}") from None
+
+
+# ---------------------------------------------------------------- split
+
+
+def split(
+    ds: Dataset, by: str = "gpu", test_fraction: float = 0.25, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split row indices into train/test by GPU or by time; never at random across samples.
+
+    ``gpu``: whole GPUs go to one side, chosen separately among GPUs that ever mined and
+    those that never did, so both sides see both classes. ``time``: the last
+    ``test_fraction`` of the time window is the test set, with a gap of 1% of the window
+    dropped before the cut so neighbouring samples do not straddle it.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    idx = np.arange(len(ds))
+    if by == "gpu":
+        rng = np.random.default_rng(seed)
+        gpus = np.unique(ds.gpu)
+        mined = {g for g in gpus if ds.y[ds.gpu == g].any()}
+        test: list[str] = []
+        for group in (sorted(mined), sorted(set(gpus) - mined)):
+            if len(group) < 2:
+                continue
+            k = max(1, round(len(group) * test_fraction))
+            test.extend(rng.permutation(group)[:k])
+        is_test = np.isin(ds.gpu, test)
+    elif by == "time":
+        lo, hi = ds.time.min(), ds.time.max()
+        cut = lo + (hi - lo) * (1 - test_fraction)
+        gap = (hi - lo) * 0.01
+        is_test = ds.time >= cut
+        keep = is_test | (ds.time < cut - gap)
+        idx, is_test = idx[keep], is_test[keep]
+    else:
+        raise ValueError(f"split must be 'gpu' or 'time', got {by!r}")
+    train_idx, test_idx = idx[~is_test], idx[is_test]
+    if len(train_idx) == 0 or len(test_idx) == 0:
+        raise DataError(
+            f"split by {by} left an empty side ({len(train_idx)} train, {len(test_idx)} test); "
+            "use more GPUs or hours of data"
+        )
+    return train_idx, test_idx
+
+
+# ---------------------------------------------------------------- train / score
+
+
+def train(ds: Dataset, params: TrainParams, evals: Dataset | None = None) -> xgb.Booster:
+    """Fit the XGBoost classifier (hist; CUDA when present) on ``ds``."""
+    if len(np.unique(ds.y)) < 2:
+        raise DataError("training data holds one class only; need mining and benign rows")
+    # No feature names on the booster: callers (Triton included) pass plain (n, 18) matrices
+    # in FEATURES order; the list itself is stored as the ``features`` attribute.
+    dtrain = xgb.DMatrix(ds.X, label=ds.y, missing=np.nan)
+    watch = [(dtrain, "train")]
+    if evals is not None:
+        watch.append((xgb.DMatrix(evals.X, label=evals.y, missing=np.nan), "eval"))
+    booster = xgb.train(
+        params.xgb_params(),
+        dtrain,
+        num_boost_round=params.n_estimators,
+        evals=watch,
+        verbose_eval=False,
+    )
+    booster.set_attr(features=json.dumps(list(FEATURES)), threshold=str(DEFAULT_THRESHOLD))
+    return booster
+
+
+def score(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
+    """Mining probability per row of an (n, 18) float matrix (NaN = missing)."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != N_FEATURES:
+        raise ValueError(f"expected an (n, {N_FEATURES}) feature matrix, got shape {X.shape}")
+    if len(X) == 0:
+        return np.empty(0, dtype=np.float32)
+    return np.asarray(booster.inplace_predict(X), dtype=np.float32).reshape(-1)
+
+
+def predict(
+    booster: xgb.Booster, records: Sequence[Any], threshold: float = DEFAULT_THRESHOLD
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mining 0/1, score) for raw nvidia-smi records."""
+    s = score(booster, to_matrix(records))
+    return (s >= threshold).astype(np.int8), s
+
+
+def save_booster(booster: xgb.Booster) -> bytes:
+    """The booster as UBJSON bytes (feature names and attributes included)."""
+    return bytes(booster.save_raw("ubj"))
+
+
+def load_booster(path_or_bytes: str | bytes | bytearray) -> xgb.Booster:
+    """Load a booster saved by xgboost (file path or raw bytes)."""
+    booster = xgb.Booster()
+    booster.load_model(
+        bytearray(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
+    )
+    return booster
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    y: np.ndarray, scores: np.ndarray, profiles: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> dict[str, float]:
+    """Precision, recall, F1, ROC AUC, confusion counts and per-profile detection rates.
+
+    ``recall_<profile>`` is the share of a mining profile's rows flagged; for benign
+    profiles ``specificity_<profile>`` is the share correctly left alone.
+    """
+    from sklearn.metrics import (
+        confusion_matrix,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    y = np.asarray(y).astype(int)
+    pred = (np.asarray(scores) >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    m: dict[str, float] = {
+        "precision": float(precision_score(y, pred, zero_division=0)),
+        "recall": float(recall_score(y, pred, zero_division=0)),
+        "f1": float(f1_score(y, pred, zero_division=0)),
+        "roc_auc": float(roc_auc_score(y, scores)) if len(np.unique(y)) == 2 else math.nan,
+        "accuracy": float((tp + tn) / max(1, len(y))),
+        "tn": int(tn),
+        "fp": int(fp),
+        "fn": int(fn),
+        "tp": int(tp),
+        "rows": len(y),
+    }
+    for prof in sorted(set(profiles.tolist())):
+        mask = profiles == prof
+        flagged = float(pred[mask].mean())
+        if prof in MINING_PROFILES:
+            m[f"recall_{prof}"] = flagged
+        else:
+            m[f"specificity_{prof}"] = 1.0 - flagged
+        m[f"rows_{prof}"] = int(mask.sum())
+    return m
+
+
+def plots(
+    booster: xgb.Booster, y: np.ndarray, scores: np.ndarray, metrics: dict[str, float]
+) -> dict[str, Any]:
+    """Matplotlib figures (Agg): confusion matrix, ROC curve, feature importance, per profile."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    figs: dict[str, Any] = {}
+    fig, ax = plt.subplots(figsize=(4, 4))
+    cm = np.array([[metrics["tn"], metrics["fp"]], [metrics["fn"], metrics["tp"]]])
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(int(v)), ha="center", va="center")
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["benign", "mining"],
+        yticklabels=["benign", "mining"],
+        xlabel="predicted",
+        ylabel="actual",
+        title="confusion matrix",
+    )
+    figs["confusion_matrix.png"] = fig
+    if len(np.unique(y)) == 2:
+        fpr, tpr, _ = roc_curve(y, scores)
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.plot(fpr, tpr, label=f"AUC {metrics['roc_auc']:.4f}")
+        ax.plot([0, 1], [0, 1], "--", color="grey")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+        ax.legend(loc="lower right")
+        figs["roc_curve.png"] = fig
+    gain = {_feature_name(k): v for k, v in booster.get_score(importance_type="gain").items()}
+    if gain:
+        names = sorted(gain, key=gain.get)
+        fig, ax = plt.subplots(figsize=(7, 5))
+        ax.barh([n.removeprefix("nvidia_smi_log.gpu.") for n in names], [gain[n] for n in names])
+        ax.set(title="feature importance (gain)")
+        fig.tight_layout()
+        figs["feature_importance.png"] = fig
+    rates = {k: v for k, v in metrics.items() if k.startswith(("recall_", "specificity_"))}
+    if rates:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.barh(list(rates), list(rates.values()))
+        ax.set(xlim=(0, 1), title="per-profile detection (recall) / specificity")
+        fig.tight_layout()
+        figs["per_profile.png"] = fig
+    return figs
+
+
+def _feature_name(key: str) -> str:
+    """Map xgboost's ``f<i>`` to the feature's nvidia-smi name."""
+    if key.startswith("f") and key[1:].isdigit() and int(key[1:]) < N_FEATURES:
+        return FEATURES[int(key[1:])]
+    return key

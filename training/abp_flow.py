@@ -1,0 +1,163 @@
+"""Prefect flow ``abp-train``: nvsmi records -> features -> split -> XGBoost -> MLflow -> gate.
+
+Each task is a thin wrapper around a plain function in ``secml.abp``. Deployed as
+``abp-train/default`` (see ``training/deploy.py``) so it runs from the Prefect UI with
+parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from secml.abp import MODEL_NAME
+from secml.abp import gate as gate_mod
+from secml.abp import model as m
+from secml.abp.generator import LABELS_FILE
+from secml.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@task(cache_policy=NO_CACHE)
+def load(data: list[str], labels: list[str]) -> tuple[list[dict[str, Any]], dict]:
+    """Read the nvsmi JSON-lines files and their ground-truth labels."""
+    return m.read_jsonlines(data), m.read_labels(labels)
+
+
+@task(cache_policy=NO_CACHE)
+def analyst_labels(store_url: str) -> list[tuple[dict[str, Any], int]]:
+    """Analyst labels of ``abp`` detections from the store: true_positive=1, false_positive=0."""
+    try:
+        from secml.store import DetectionStore
+    except ImportError:
+        log.warning("secml.store is not available; training without analyst labels")
+        return []
+    df = DetectionStore(store_url).labelled("abp")
+    out = []
+    for rec, label in zip(df["record"], df["label"], strict=True):
+        if isinstance(rec, str):
+            import json
+
+            rec = json.loads(rec)
+        if label in ("true_positive", "false_positive"):
+            out.append((rec, 1 if label == "true_positive" else 0))
+    log.info("%d analyst labels joined from the store", len(out))
+    return out
+
+
+@task(cache_policy=NO_CACHE)
+def features(records: list[dict], labels: dict, analyst: list) -> tuple[m.Dataset, dict]:
+    """Parse the 18 features and join labels (analyst labels win)."""
+    return m.build_dataset(records, labels, analyst)
+
+
+@task(cache_policy=NO_CACHE)
+def split(ds: m.Dataset, by: str, test_fraction: float, seed: int) -> tuple[m.Dataset, m.Dataset]:
+    """Split by GPU or by time."""
+    tr, te = m.split(ds, by, test_fraction, seed)
+    return ds.subset(tr), ds.subset(te)
+
+
+@task(cache_policy=NO_CACHE)
+def fit(train: m.Dataset, test: m.Dataset, params: m.TrainParams) -> Any:
+    """Train the XGBoost classifier."""
+    return m.train(train, params, evals=test)
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate(booster: Any, test: m.Dataset) -> dict[str, float]:
+    """Held-out metrics, per-profile rates included."""
+    return m.evaluate(test.y, m.score(booster, test.X), test.profile)
+
+
+@task(cache_policy=NO_CACHE)
+def register(booster: Any, params: dict, metrics: dict, test: m.Dataset, tags: dict) -> Any:
+    """Log the run and register a new model version."""
+    return gate_mod.log_and_register(booster, params, metrics, test, tags)
+
+
+@task(cache_policy=NO_CACHE)
+def promote(version: str, metrics: dict, test: m.Dataset, min_f1: float) -> dict[str, Any]:
+    """The promotion gate."""
+    return gate_mod.gate(version, metrics, test, min_f1).as_dict()
+
+
+def _default_labels(files: list[str]) -> list[str]:
+    """``labels.csv`` beside each data file (one per directory)."""
+    dirs = dict.fromkeys(str(Path(f).parent) for f in files)
+    return [f"{d}/{LABELS_FILE}" for d in dirs]
+
+
+@flow(name="abp-train", log_prints=False)
+def abp_train(
+    data: list[str] | None = None,
+    labels: list[str] | None = None,
+    split_by: str = "gpu",
+    test_fraction: float = 0.25,
+    n_estimators: int = 200,
+    max_depth: int = 6,
+    learning_rate: float = 0.1,
+    seed: int = 0,
+    use_store_labels: bool = True,
+    min_f1: float | None = None,
+) -> dict[str, Any]:
+    """Train the ABP mining detector, register it and run the promotion gate.
+
+    Args:
+        data: JSON-lines files or globs (any fsspec URL); default ``<data_dir>/abp/*.jsonlines``.
+        labels: labels CSVs or globs; default ``labels.csv`` beside each data file.
+        split_by: ``gpu`` (whole GPUs held out) or ``time`` (the latest part held out).
+        use_store_labels: join analyst labels of ``abp`` detections from the store.
+        min_f1: gate threshold; default ``settings.abp_min_f1``.
+    """
+    settings = get_settings()
+    data = data or [str(Path(settings.data_dir) / "abp" / "*.jsonlines")]
+    files = m.expand(data)
+    labels = labels or _default_labels(files)
+    gate_mod.configure_tracking(settings.mlflow_tracking_uri)
+    records, truth = load(files, labels)
+    analyst = analyst_labels(settings.store_url) if use_store_labels else []
+    ds, counts = features(records, truth, analyst)
+    train, test = split(ds, split_by, test_fraction, seed)
+    params = m.TrainParams(n_estimators, max_depth, learning_rate, seed=seed)
+    booster = fit(train, test, params)
+    metrics = evaluate(booster, test)
+    lo, hi = ds.window()
+    tags = {
+        "data_window_start": lo,
+        "data_window_end": hi,
+        "rows": str(counts["rows"]),
+        "train_rows": str(len(train)),
+        "test_rows": str(len(test)),
+        "analyst_labels": str(len(analyst)),
+        "split": split_by,
+        "data_files": ",".join(files)[:4000],
+    }
+    logged = params.as_dict() | {
+        "split_by": split_by,
+        "test_fraction": test_fraction,
+        "device": m.device(),
+        "tree_method": "hist",
+    }
+    reg = register(booster, logged, metrics, test, tags)
+    threshold = settings.abp_min_f1 if min_f1 is None else min_f1
+    decision = promote(reg.version, metrics, test, threshold)
+    log.info(
+        "abp-train: %s v%s f1=%.4f promoted=%s",
+        MODEL_NAME,
+        reg.version,
+        metrics["f1"],
+        decision["promoted"],
+    )
+    return {
+        "version": reg.version,
+        "run_id": reg.run_id,
+        "metrics": metrics,
+        "gate": decision,
+        "counts": counts,
+    }
