@@ -2,9 +2,10 @@
 
 Each model is registered as ``dfp-<source>-<user>`` (:func:`secml.naming.user_to_model_name`),
 its version tagged with the data window and row count. The ``production`` alias moves only
-through :func:`promote_if_not_worse`: the new version's validation loss is compared with the
-current production version's loss on the same validation rows, and the alias moves unless the
-new one is worse by more than ``settings.dfp_promotion_tolerance`` (relative).
+through :func:`promote_if_not_worse`: the new version's validation loss (held-out rows of its
+own window) is compared with the validation loss recorded for the current production version,
+and the alias moves unless the new one is worse by more than ``settings.dfp_promotion_tolerance``
+(relative). The first version of a model is always promoted.
 """
 
 from __future__ import annotations
@@ -139,47 +140,50 @@ def load_version(name: str, version: str, device: str = "auto", client: Any = No
         return AutoEncoder.load(find_model_dir(local), device=device)
 
 
+def gate_passes(new_loss: float, champion_loss: float | None, tolerance: float) -> bool:
+    """True unless ``new_loss`` is worse than ``champion_loss`` by more than ``tolerance``."""
+    if not math.isfinite(new_loss):
+        return False
+    if champion_loss is None or not math.isfinite(champion_loss):
+        return True
+    return new_loss <= champion_loss * (1.0 + tolerance) + 1e-12
+
+
+def _recorded_val_loss(client: MlflowClient, mv: Any) -> float | None:
+    """The ``val_loss`` a model version was registered with (tag, else its run's metric)."""
+    tag = (mv.tags or {}).get("val_loss")
+    if tag not in (None, ""):
+        return float(tag)
+    if mv.run_id:
+        metric = client.get_run(mv.run_id).data.metrics.get("val_loss")
+        return None if metric is None else float(metric)
+    return None
+
+
 def promote_if_not_worse(
     name: str,
     version: str,
-    challenger: AutoEncoder,
-    val_df: pd.DataFrame,
+    val_loss: float,
     tolerance: float,
-    client: Any = None,
+    client: MlflowClient | None = None,
 ) -> tuple[bool, str | None, float | None]:
-    """Move ``production`` to ``version`` unless it is worse than the champion beyond tolerance.
-
-    Both models are measured on ``val_df`` (the challenger's validation rows). Returns
-    (promoted, champion version, champion loss).
+    """Move ``production`` to ``version`` unless its validation loss is worse than the current
+    production version's beyond ``tolerance`` (relative). Returns (promoted, champion, its loss).
     """
     client = client or MlflowClient()
     try:
         champ = client.get_model_version_by_alias(name, PRODUCTION_ALIAS)
     except MlflowException:
         champ = None
-    new_loss = challenger.loss(val_df) if len(val_df) else challenger.val_loss
+    new_loss = float(val_loss)
     champ_version, champ_loss = None, None
     if champ is not None and str(champ.version) != str(version):
         champ_version = str(champ.version)
-        try:
-            champ_loss = load_version(name, champ_version, device=str(challenger.device)).loss(
-                val_df
-            )
-        except Exception as exc:  # fall back to the stored metric
-            log.warning(
-                "cannot score %s:%s on new data (%s); using its val_loss", name, champ_version, exc
-            )
-            stored = champ.tags.get("val_loss")
-            champ_loss = float(stored) if stored is not None else None
-    promoted = (
-        champ_loss is None
-        or not math.isfinite(champ_loss)
-        or new_loss <= champ_loss * (1.0 + tolerance) + 1e-12
-    )
-    client.set_model_version_tag(name, version, "gate_loss", f"{new_loss:.6g}")
+        champ_loss = _recorded_val_loss(client, champ)
+    promoted = gate_passes(new_loss, champ_loss, tolerance)
     if champ_version is not None:
         client.set_model_version_tag(name, version, "gate_champion", f"{name}:{champ_version}")
-        client.set_model_version_tag(name, version, "gate_champion_loss", f"{champ_loss:.6g}")
+        client.set_model_version_tag(name, version, "gate_champion_loss", f"{champ_loss}")
     client.set_model_version_tag(name, version, "gate", "promoted" if promoted else "rejected")
     if promoted:
         client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
@@ -214,7 +218,6 @@ def train_user(
     cfg = feature_config(source)
     model = AutoEncoder(cfg, **(params or {}))
     model.fit(df)
-    val_df = df.loc[model.val_index] if model.val_index is not None else df.iloc[:0]
     start, end = _window(df)
     tags = {
         "source": source,
@@ -260,7 +263,7 @@ def train_user(
         client.set_model_version_tag(name, version, k, v)
     client.set_model_version_tag(name, version, "run_id", run_id)
     promoted, champ_v, champ_loss = promote_if_not_worse(
-        name, version, model, val_df, settings.dfp_promotion_tolerance, client
+        name, version, model.val_loss, settings.dfp_promotion_tolerance, client
     )
     return TrainResult(
         source=source,
