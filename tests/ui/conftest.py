@@ -125,3 +125,11 @@ def page_app(module: str, user: str = "analyst") -> Any:
 def texts(elements: Any) -> list[str]:
     """The string values of a list of AppTest elements."""
     return [str(e.value) for e in elements]
+
+
+def frame_with(at: Any, column: str) -> Any:
+    """The value of the first dataframe on the page that has ``column``."""
+    for df in at.dataframe:
+        if column in df.value.columns:
+            return df.value
+    raise AssertionError(f"no dataframe with column {column!r} on the page")

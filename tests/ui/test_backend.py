@@ -195,8 +195,8 @@ def test_prometheus_range_parses_series_and_errors() -> None:
             "data": {
                 "resultType": "matrix",
                 "result": [
-                    {"metric": {"job": "gateway"}, "values": [[1700000000, "1"], [1700000030, "2"]]},
-                    {"metric": {"job": "triton"}, "values": [[1700000000, "5"]]},
+                    {"metric": {"job": "gateway"}, "values": [[1.7e9, "1"], [1.7e9 + 30, "2"]]},
+                    {"metric": {"job": "triton"}, "values": [[1.7e9, "5"]]},
                 ],
             },
         }

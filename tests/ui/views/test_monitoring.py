@@ -1,0 +1,60 @@
+"""AppTest of the Monitoring page: the Grafana dashboards' panels drawn from Prometheus."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from secml.monitoring import load_dashboards
+from secml.settings import get_settings
+
+from ..conftest import page_app, texts
+
+
+def _closed_port() -> int:
+    """A local port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_every_dashboard_and_panel_is_listed(monkeypatch, ui_settings) -> None:
+    monkeypatch.setenv("SECML_PROMETHEUS_URL", f"http://127.0.0.1:{_closed_port()}")
+    get_settings.cache_clear()
+    boards = load_dashboards()
+    at = page_app("monitoring").run()
+    assert not at.exception
+    if not boards:
+        assert any("No dashboards" in i for i in texts(at.info))
+        return
+    assert at.selectbox(key="mon_board").options == [b["title"] for b in boards]
+    for board in boards:
+        at.selectbox(key="mon_board").select(board["title"]).run()
+        assert not at.exception
+        titles = {p.get("title") for p in _panels(board)}
+        shown = {m.removeprefix("**").removesuffix("**") for m in texts(at.markdown)}
+        assert titles & shown, f"{board['title']}: no panel drawn"
+        # Prometheus is down: each query says so instead of failing the page
+        assert any("ConnectError" in c or "connect" in c.lower() for c in texts(at.caption))
+
+
+def _panels(board: dict) -> list[dict]:
+    """Panels (rows flattened) that have at least one PromQL target."""
+    out = []
+    for p in board.get("panels", []):
+        for q in [p, *(p.get("panels") or [])]:
+            if any(t.get("expr") for t in q.get("targets") or []):
+                out.append(q)
+    return out
+
+
+@pytest.mark.integration
+def test_panels_show_live_prometheus_data(prometheus_server, ui_settings, monkeypatch) -> None:
+    monkeypatch.setenv("SECML_PROMETHEUS_URL", str(prometheus_server.prometheus_url))
+    get_settings.cache_clear()
+    boards = load_dashboards()
+    assert boards, "monitoring/grafana/dashboards holds dashboards"
+    at = page_app("monitoring").run()
+    assert not at.exception
+    assert at.get("vega_lite_chart"), "at least one panel has data from the live Prometheus"
