@@ -174,11 +174,20 @@ class DispatchLedger:
 
     def record_dispatches(self, rows: list[dict[str, Any]]) -> None:
         """Record dispatched runs (rows already present are left as they are)."""
+        if not rows:
+            return
         now = datetime.now(UTC)
-        for row in rows:
+        stamped = [{**row, "dispatched_at": now} for row in rows]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(self.dispatches.insert(), stamped)
+            return
+        except IntegrityError:
+            pass  # another consumer recorded some of them: fall back to one row at a time
+        for row in stamped:
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(self.dispatches.insert().values(**row, dispatched_at=now))
+                    conn.execute(self.dispatches.insert(), [row])
             except IntegrityError:
                 log.debug("ledger already holds %s/%s", row["message_id"], row["deployment"])
 
@@ -365,8 +374,8 @@ class ControlConsumer:
         dispatcher: Callable[[Dispatch], str] | None = None,
         ledger: DispatchLedger | None = None,
         metrics: ConsumerMetrics | None = None,
-        max_batch: int = 500,
-        concurrency: int = 8,
+        max_batch: int = 100,
+        concurrency: int = 4,
         poll_timeout_ms: int = 500,
         client_id: str = "secml-control-consumer",
     ) -> None:
@@ -394,6 +403,7 @@ class ControlConsumer:
             auto_offset_reset="earliest",
             max_poll_records=max_batch,
             session_timeout_ms=10000,
+            max_poll_interval_ms=600000,
             heartbeat_interval_ms=3000,
             reconnect_backoff_max_ms=2000,
         )
@@ -582,7 +592,7 @@ class ControlConsumer:
             return
         offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._pending_commit.items()}
         try:
-            self.consumer.commit(offsets)
+            self.consumer.commit(offsets, timeout_ms=10000)
         except KafkaError as exc:
             self.metrics.commit_errors.inc()
             log.warning("commit of %s failed (%s); will retry", offsets, exc)
@@ -615,7 +625,7 @@ class ControlConsumer:
         self._retry_commit()
         self._pool.shutdown(wait=True)
         try:
-            self.consumer.close(autocommit=False)
+            self.consumer.close(autocommit=False, timeout_ms=10000)
         finally:
             self.producer.close(timeout=5)
             close = getattr(self.dispatcher, "close", None)
