@@ -76,15 +76,19 @@ def evaluate(booster: Any, test: m.Dataset) -> dict[str, float]:
 
 
 @task(cache_policy=NO_CACHE)
-def register(booster: Any, params: dict, metrics: dict, test: m.Dataset, tags: dict) -> Any:
+def register(
+    booster: Any, params: dict, metrics: dict, test: m.Dataset, tags: dict, model_name: str
+) -> Any:
     """Log the run and register a new model version."""
-    return gate_mod.log_and_register(booster, params, metrics, test, tags)
+    return gate_mod.log_and_register(booster, params, metrics, test, tags, model_name)
 
 
 @task(cache_policy=NO_CACHE)
-def promote(version: str, metrics: dict, test: m.Dataset, min_f1: float) -> dict[str, Any]:
+def promote(
+    version: str, metrics: dict, test: m.Dataset, min_f1: float, model_name: str
+) -> dict[str, Any]:
     """The promotion gate."""
-    return gate_mod.gate(version, metrics, test, min_f1).as_dict()
+    return gate_mod.gate(version, metrics, test, min_f1, model_name).as_dict()
 
 
 def _default_labels(files: list[str]) -> list[str]:
@@ -105,6 +109,7 @@ def abp_train(
     seed: int = 0,
     use_store_labels: bool = True,
     min_f1: float | None = None,
+    model_name: str = MODEL_NAME,
 ) -> dict[str, Any]:
     """Train the ABP mining detector, register it and run the promotion gate.
 
@@ -114,6 +119,7 @@ def abp_train(
         split_by: ``gpu`` (whole GPUs held out) or ``time`` (the latest part held out).
         use_store_labels: join analyst labels of ``abp`` detections from the store.
         min_f1: gate threshold; default ``settings.abp_min_f1``.
+        model_name: registered model name (default ``abp-nvsmi-xgb``).
     """
     settings = get_settings()
     data = data or [str(Path(settings.data_dir) / "abp" / "*.jsonlines")]
@@ -144,12 +150,12 @@ def abp_train(
         "device": m.device(),
         "tree_method": "hist",
     }
-    reg = register(booster, logged, metrics, test, tags)
+    reg = register(booster, logged, metrics, test, tags, model_name)
     threshold = settings.abp_min_f1 if min_f1 is None else min_f1
-    decision = promote(reg.version, metrics, test, threshold)
+    decision = promote(reg.version, metrics, test, threshold, model_name)
     log.info(
         "abp-train: %s v%s f1=%.4f promoted=%s",
-        MODEL_NAME,
+        model_name,
         reg.version,
         metrics["f1"],
         decision["promoted"],

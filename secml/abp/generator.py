@@ -192,15 +192,18 @@ def _segment(
     }
 
 
-def _schedule(rng: np.random.Generator, n: int, interval_s: float) -> list[tuple[str, int, int]]:
-    """Split ``n`` samples into workload segments of 20 minutes to 3 hours."""
+def _schedule(
+    rng: np.random.Generator, n: int, interval_s: float, first: str
+) -> list[tuple[str, int, int]]:
+    """Split ``n`` samples into workload segments of 20 minutes to 3 hours, ``first`` first."""
     out = []
     start = 0
+    profile = first
     while start < n:
         length = max(1, int(rng.uniform(20 * 60, 3 * 3600) / interval_s))
-        profile = PROFILES[rng.choice(len(PROFILES), p=PROFILE_WEIGHTS / PROFILE_WEIGHTS.sum())]
         out.append((profile, start, min(n, start + length)))
         start += length
+        profile = PROFILES[rng.choice(len(PROFILES), p=PROFILE_WEIGHTS / PROFILE_WEIGHTS.sum())]
     return out
 
 
@@ -344,15 +347,15 @@ def _mhz(value: float | None) -> str:
 
 
 def _gpu_records(
-    gpu: _Gpu, start: datetime, n: int, interval_s: float, rng: np.random.Generator
+    gpu: _Gpu, start: datetime, n: int, interval_s: float, rng: np.random.Generator, first: str
 ) -> Iterator[tuple[dict[str, str], str]]:
-    """Yield (record, profile) for ``n`` samples of one GPU."""
+    """Yield (record, profile) for ``n`` samples of one GPU, starting with workload ``first``."""
     s = gpu.spec
     static = _static_fields(gpu)
     ambient = rng.uniform(24, 40)
     temp = ambient
     na_rate = rng.choice([0.0, 0.002, 0.01])  # some hosts drop readings now and then
-    for profile, a, b in _schedule(rng, n, interval_s):
+    for profile, a, b in _schedule(rng, n, interval_s, first):
         m = _segment(profile, s, b - a, rng)
         for j in range(b - a):
             i = a + j
@@ -454,6 +457,7 @@ def generate(
     with data_path.open("w", encoding="utf-8") as fd, labels_path.open("w", newline="") as fl:
         writer = csv.writer(fl)
         writer.writerow(LABEL_COLUMNS)
+        offset = int(rng.integers(len(PROFILES)))
         for g in range(gpus):
             spec = GPU_SPECS[int(rng.integers(len(GPU_SPECS)))]
             gpu = _Gpu(
@@ -465,7 +469,10 @@ def generate(
                 driver=str(rng.choice(["470.57.02", "510.47.03", "525.85.12"])),
                 cuda=str(rng.choice(["11.4", "11.6", "12.0"])),
             )
-            for rec, profile in _gpu_records(gpu, start, n, interval_s, rng):
+            # The first workload cycles through the profiles so every fleet of >= 8 GPUs
+            # holds each of them; later segments are drawn by weight.
+            first = PROFILES[(g + offset) % len(PROFILES)]
+            for rec, profile in _gpu_records(gpu, start, n, interval_s, rng, first):
                 line += 1
                 fd.write(json.dumps(rec, separators=(",", ":")) + "\n")
                 mining = int(profile in MINING_PROFILES)
