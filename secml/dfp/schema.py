@@ -294,7 +294,8 @@ def _running_distinct(df: pd.DataFrame, keys: list[str], column: str) -> pd.Seri
 def derive_features(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Sort by time and (re)compute ``logcount``, ``locincrement`` (and ``appincrement``)."""
     check_source(source)
-    out = df.sort_values(["timestamp", "_file", "_index"], kind="stable").reset_index(drop=True)
+    keys = [c for c in ("timestamp", "username", "event_id") if c in df.columns]
+    out = df.sort_values(keys, kind="stable").reset_index(drop=True)
     if out.empty:
         for col in FEATURES[source].numeric:
             out[col] = pd.Series(dtype="int64")
