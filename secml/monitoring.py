@@ -85,6 +85,30 @@ def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     return queries
 
 
+_PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right",
+    "and", "or", "unless", "bool", "offset", "inf", "nan",
+}  # fmt: skip
+
+
+def metric_names(expr: str) -> list[str]:
+    """The metric names a PromQL expression reads (functions, labels and keywords removed)."""
+    s = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)
+    s = re.sub(r"\{[^}]*\}", "", s)
+    s = re.sub(r"\[[^\]]*\]", "", s)
+    s = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", s)
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", s):
+        token = m.group(0)
+        before = s[m.start() - 1] if m.start() else " "
+        if before.isdigit() or before == ".":
+            continue  # exponent of a number such as 1e6
+        if s[m.end() :].lstrip().startswith("(") or token.lower() in _PROMQL_WORDS:
+            continue  # a function, an aggregation or a keyword
+        names.add(token)
+    return sorted(names)
+
+
 def local_targets(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     """The file-service-discovery content per scrape job for the local stack."""
     host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
