@@ -63,7 +63,8 @@ def publish(
         data["id"] = new_message_id()
     msg = parse_control_message(data)
     mid = message_id(msg)
-    payload = json.dumps(msg.to_dict(), sort_keys=True).encode("utf-8")
+    body = {**msg.to_dict(), "id": mid}  # a derived id travels with the message too
+    payload = json.dumps(body, sort_keys=True).encode("utf-8")
     send_raw(
         payload, s, topic=topic, key=mid.encode("utf-8"), producer=producer, timeout_s=timeout_s
     )
