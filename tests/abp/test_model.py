@@ -1,0 +1,258 @@
+"""Model tests: loading and labels, splits, training quality, and behaviour (minimum function,
+direction, invariance), plus parity with the Triton environment (numpy 1.26)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from secml.abp import model as m
+from secml.abp.features import FEATURES, to_matrix
+from secml.abp.generator import GPU_SPECS, MINING_PROFILES
+from secml.settings import ROOT
+
+G = "nvidia_smi_log.gpu."
+SPECS = {s.name: s for s in GPU_SPECS}
+
+
+def _one_per_model(fleet) -> list[dict]:
+    seen: dict[str, dict] = {}
+    for rec in fleet.records:
+        seen.setdefault(rec[G + "product_name"], rec)
+    return list(seen.values())
+
+
+def _set(rec: dict, **values: str) -> dict:
+    out = dict(rec)
+    for key, value in values.items():
+        out[G + key.replace("__", ".")] = value
+    return out
+
+
+def _workload(rec: dict, kind: str) -> dict:
+    """``rec`` rewritten to an unambiguous example of a workload on the same GPU model."""
+    s = SPECS[rec[G + "product_name"]]
+    reserved = min(600, s.memory_mib // 40)
+
+    def mem(used: float) -> dict:
+        return {
+            "fb_memory_usage__used": f"{used:.0f} MiB",
+            "fb_memory_usage__free": f"{s.memory_mib - reserved - used:.0f} MiB",
+        }
+
+    if kind == "miner":  # Ethash-like: memory bus saturated, core underclocked, steady power
+        v = mem(5200) | {
+            "utilization__gpu_util": "100 %",
+            "utilization__memory_util": "98 %",
+            "power_readings__power_draw": f"{0.65 * s.power_limit:.2f} W",
+            "clocks__graphics_clock": f"{0.6 * s.max_graphics:.0f} MHz",
+            "clocks__sm_clock": f"{0.6 * s.max_graphics:.0f} MHz",
+            "clocks__mem_clock": f"{s.max_mem} MHz",
+            "temperature__gpu_temp": "66 C",
+        }
+    elif kind == "idle":
+        v = mem(3) | {
+            "utilization__gpu_util": "0 %",
+            "utilization__memory_util": "0 %",
+            "power_readings__power_draw": f"{0.1 * s.power_limit:.2f} W",
+            "clocks__graphics_clock": f"{s.idle_graphics} MHz",
+            "clocks__sm_clock": f"{s.idle_graphics} MHz",
+            "clocks__mem_clock": f"{s.idle_mem} MHz",
+            "temperature__gpu_temp": "34 C",
+        }
+    else:  # deep-learning training
+        v = mem(0.9 * s.memory_mib) | {
+            "utilization__gpu_util": "97 %",
+            "utilization__memory_util": "45 %",
+            "power_readings__power_draw": f"{0.9 * s.power_limit:.2f} W",
+            "clocks__graphics_clock": f"{0.95 * s.max_graphics:.0f} MHz",
+            "clocks__sm_clock": f"{0.95 * s.max_graphics:.0f} MHz",
+            "clocks__mem_clock": f"{s.max_mem} MHz",
+            "temperature__gpu_temp": "74 C",
+        }
+    return _set(rec, **v)
+
+
+# ---------------------------------------------------------------- loading and labels
+
+
+def test_read_jsonlines_names_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonlines"
+    p.write_text('{"a": 1}\n\n{oops\n')
+    with pytest.raises(m.DataError, match=r"a\.jsonlines:3: invalid JSON"):
+        m.read_jsonlines(str(p))
+    p.write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(m.DataError, match=r"a\.jsonlines:2: expected a JSON object"):
+        m.read_jsonlines(str(tmp_path / "*.jsonlines"))
+    with pytest.raises(m.DataError, match="no file matches"):
+        m.read_jsonlines(str(tmp_path / "none-*.jsonlines"))
+
+
+def test_read_labels_checks_columns_and_values(tmp_path: Path) -> None:
+    p = tmp_path / "labels.csv"
+    p.write_text("uuid,timestamp\nx,y\n")
+    with pytest.raises(m.DataError, match="lacks column"):
+        m.read_labels(str(p))
+    p.write_text("uuid,timestamp,mining\nx,y,1\nx,z,yes\n")
+    with pytest.raises(m.DataError, match=r"labels\.csv:3: mining must be 0 or 1"):
+        m.read_labels(str(p))
+
+
+def test_analyst_labels_override_and_extend(fleet) -> None:
+    labels = m.read_labels(str(fleet.labels))
+    recs = fleet.records[:100]
+    first, y0 = recs[0], labels[m.record_key(recs[0])][0]
+    new = _set(fleet.records[0], uuid="GPU-analyst-only")
+    ds, counts = m.build_dataset(recs, labels, [(first, 1 - y0), (new, 1)])
+    assert counts == {
+        "rows": 101,
+        "unlabelled": 0,
+        "analyst_overrides": 1,
+        "analyst_added": 1,
+        "mining": int(ds.y.sum()),
+    }
+    assert ds.y[0] == 1 - y0
+    assert ds.gpu[-1] == "GPU-analyst-only" and ds.profile[-1] == "analyst" and ds.y[-1] == 1
+    ds2, counts2 = m.build_dataset(recs + [_set(recs[1], uuid="GPU-nolabel")], labels)
+    assert counts2["unlabelled"] == 1 and len(ds2) == 100
+
+
+# ---------------------------------------------------------------- splits
+
+
+def test_split_by_gpu_keeps_each_gpu_on_one_side(fleet) -> None:
+    ds = fleet.ds
+    tr, te = m.split(ds, "gpu", 0.25, seed=0)
+    assert not set(ds.gpu[tr]) & set(ds.gpu[te])
+    assert len(tr) + len(te) == len(ds)
+    assert set(ds.y[te]) == {0, 1} and set(ds.y[tr]) == {0, 1}
+    tr2, te2 = m.split(ds, "gpu", 0.25, seed=0)
+    assert np.array_equal(te, te2)
+
+
+def test_split_by_time_holds_out_the_latest_window_with_a_gap(fleet) -> None:
+    ds = fleet.ds
+    tr, te = m.split(ds, "time", 0.25)
+    assert ds.time[tr].max() < ds.time[te].min()
+    assert len(tr) + len(te) < len(ds)  # the gap before the cut is dropped
+    with pytest.raises(ValueError, match="'gpu' or 'time'"):
+        m.split(ds, "random")
+    with pytest.raises(ValueError, match="test_fraction"):
+        m.split(ds, "gpu", 1.5)
+
+
+# ---------------------------------------------------------------- quality
+
+
+def test_held_out_gpus_are_classified_well(fleet) -> None:
+    test = fleet.ds.subset(fleet.test_idx)
+    metrics = m.evaluate(test.y, m.score(fleet.booster, test.X), test.profile)
+    assert metrics["f1"] >= 0.9 and metrics["roc_auc"] >= 0.95
+    assert metrics["tp"] + metrics["fn"] == int(test.y.sum())
+    per_profile = [k for k in metrics if k.startswith(("recall_", "specificity_"))]
+    assert per_profile and all(0 <= metrics[k] <= 1 for k in per_profile)
+    assert any(k.removeprefix("recall_") in MINING_PROFILES for k in per_profile)
+
+
+def test_one_class_training_data_is_refused(fleet) -> None:
+    ds = fleet.ds.subset(np.flatnonzero(fleet.ds.y == 0))
+    with pytest.raises(m.DataError, match="one class"):
+        m.train(ds, m.TrainParams(n_estimators=2))
+
+
+# ---------------------------------------------------------------- behaviour
+
+
+def test_obvious_miner_is_flagged_idle_and_training_are_not(fleet) -> None:
+    for base in _one_per_model(fleet):
+        flags, scores = m.predict(
+            fleet.booster, [_workload(base, k) for k in ("miner", "idle", "training")]
+        )
+        name = base[G + "product_name"]
+        assert flags.tolist() == [1, 0, 0], f"{name}: scores {scores}"
+
+
+def test_direction_more_memory_bus_pressure_raises_the_score(fleet) -> None:
+    base = _workload(_one_per_model(fleet)[0], "miner")
+    low = _set(base, utilization__memory_util="20 %", utilization__gpu_util="30 %")
+    s = m.score(fleet.booster, to_matrix([low, base]))
+    assert s[1] > s[0]
+
+
+def test_unrelated_columns_change_nothing(fleet) -> None:
+    recs = fleet.records[::97]
+    before = m.score(fleet.booster, to_matrix(recs))
+    changed = [
+        r
+        | {
+            G + "uuid": "GPU-other",
+            G + "serial": "0",
+            "nvidia_smi_log.driver_version": "999",
+            G + "fan_speed": "77 %",
+            G + "pci.pci_bus_id": "00000000:01:00.0",
+            "nvidia_smi_log.timestamp": "Tue Jan 01 00:00:00 2030",
+            G + "product_name": "x",
+            "extra.column": "hello",
+        }
+        for r in recs
+    ]
+    stripped = [{k: r[k] for k in FEATURES} for r in recs]  # the 18 features only
+    np.testing.assert_array_equal(before, m.score(fleet.booster, to_matrix(changed)))
+    np.testing.assert_array_equal(before, m.score(fleet.booster, to_matrix(stripped)))
+
+
+def test_missing_values_still_score(fleet) -> None:
+    rec = _set(
+        _workload(_one_per_model(fleet)[0], "miner"),
+        power_readings__power_draw="N/A",
+        clocks__mem_clock="[N/A]",
+    )
+    s = m.score(fleet.booster, to_matrix([rec]))
+    assert np.isfinite(s).all() and 0 <= s[0] <= 1
+
+
+def test_score_checks_shape_and_empty(fleet) -> None:
+    with pytest.raises(ValueError, match=r"\(n, 18\)"):
+        m.score(fleet.booster, np.zeros((3, 5)))
+    assert m.score(fleet.booster, np.zeros((0, 18))).shape == (0,)
+
+
+def test_booster_round_trip_keeps_scores_and_feature_list(fleet) -> None:
+    X = fleet.ds.X[:200]
+    again = m.load_booster(m.save_booster(fleet.booster))
+    np.testing.assert_array_equal(m.score(fleet.booster, X), m.score(again, X))
+    assert json.loads(again.attr("features"))[0] == G + "fb_memory_usage.used"
+    from_file = m.load_booster(str(fleet.model_path))
+    np.testing.assert_array_equal(m.score(fleet.booster, X), m.score(from_file, X))
+
+
+TRITON_PY = ROOT / ".venv-triton" / "bin" / "python"
+
+
+@pytest.mark.skipif(not TRITON_PY.exists(), reason="no .venv-triton (make install creates it)")
+def test_parity_with_the_triton_environment(fleet, tmp_path: Path) -> None:
+    """to_matrix + score under numpy 1.26 / pandas 2.2 give the same scores as here."""
+    recs = fleet.records[::50] + [_set(fleet.records[0], power_readings__power_draw="N/A")]
+    (tmp_path / "recs.json").write_text(json.dumps(recs))
+    code = (
+        "import json,sys,numpy;from secml.abp import features as f, model as m;"
+        "assert numpy.__version__.startswith('1.'), numpy.__version__;"
+        f"b=m.load_booster({str(fleet.model_path)!r});"
+        f"r=json.load(open({str(tmp_path / 'recs.json')!r}));"
+        "print(json.dumps(m.score(b,f.to_matrix(r)).tolist()))"
+    )
+    out = subprocess.run(
+        [str(TRITON_PY), "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    there = np.array(json.loads(out.stdout.strip().splitlines()[-1]))
+    np.testing.assert_allclose(there, m.score(fleet.booster, to_matrix(recs)), rtol=1e-6)
