@@ -27,7 +27,7 @@ PROMOTION_TAG = "promotion."
 DEPLOYMENTS = ("abp-train/default", "dfp-train/default", "dfp-infer/default")
 CONTROL_DIR = ROOT / "control_messages"
 # Keys under which a stored detection may carry per-feature z-scores (dict feature -> z).
-_Z_KEYS = ("z_scores", "feature_z", "top_features", "features", "z")
+_Z_KEYS = ("z_scores", "feature_z", "top_features", "top", "features", "z")
 
 
 class BackendError(RuntimeError):

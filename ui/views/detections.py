@@ -94,12 +94,14 @@ def _detail(store: Any, df: pd.DataFrame, det_id: int, user: str) -> None:
     idc = backend.detection_id_column(df)
     row = df[df[idc] == det_id].iloc[0]
     st.subheader(f"Detection #{det_id}")
-    c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Detector / source", f"{row.get('detector', '?')} / {row.get('source', '?')}")
-    c2.metric("User", str(row.get("user", "?")))
     scol = backend.score_column(df)
-    c3.metric(scol or "score", f"{float(row[scol]):.3f}" if scol else "n/a")
-    c4.metric("Model", str(row.get("model_version", "?")))
+    c1, c2 = st.columns([1, 3])
+    c1.metric(scol or "score", f"{float(row[scol]):.3f}" if scol else "n/a")
+    c2.markdown(
+        f"**Detector** `{row.get('detector', '?')}` · **Source** `{row.get('source', '?')}`  \n"
+        f"**User** `{row.get('user') or '-'}` · **Event time** `{row.get('event_time', '?')}`  \n"
+        f"**Scored by** `{row.get('model_version', '?')}`"
+    )
     label = row.get("label")
     if isinstance(label, str):
         st.info(

@@ -23,8 +23,12 @@ def test_open_detection_shows_event_zscores_model_history_and_labels(seeded_stor
     at = page_app("detections", user="carol").run()
     at.selectbox(key="open_detection").select(det_id).run()
     assert not at.exception
-    metrics = texts(at.metric)
-    assert "dfp-duo-alice_40example.com:3" in metrics and "alice@example.com" in metrics
+    assert texts(at.metric) == ["4.700"]
+    facts = texts(at.markdown)
+    assert any(
+        "**Scored by** `dfp-duo-alice_40example.com:3`" in m and "**User** `alice@example.com`" in m
+        for m in facts
+    ), facts
     assert at.json, "the raw event is shown"
     assert "Not labelled yet." in texts(at.caption)
     assert "**Recent history of alice@example.com** (1 other detections)" in texts(at.markdown)
