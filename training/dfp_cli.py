@@ -204,7 +204,8 @@ def _train(
             summary.windows_waiting += 1
             continue
         try:
-            result = train_user(window, job.source, user, settings=settings)
+            params = {"max_epochs": args.epochs} if args.epochs else None
+            result = train_user(window, job.source, user, params=params, settings=settings)
         except Exception as exc:  # one user's failure must not stop the others
             log.error("training %s/%s failed: %s", job.source, user, exc)
             summary.errors.append(f"train {job.source}/{user}: {exc}")
@@ -329,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="rolling-window cache (default <run_dir>/dfp-cache)",
     )
+    p.add_argument("--epochs", type=int, default=None, help="max epochs (early stopping on)")
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--all_events", action="store_true", help="write every scored event")
     p.add_argument("--output_file", default=None, help=".csv or .jsonl (fsspec URL allowed)")
