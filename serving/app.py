@@ -394,6 +394,6 @@ async def predict(
         detector=spec.detector,
         source=spec.source,
         n_records=n,
-        n_anomalies=sum(r.anomaly for r in results),
+        n_anomalies=sum(r["anomaly"] for r in results),
         results=[RecordResult(**r) for r in results],
     )

@@ -103,22 +103,17 @@ def validate_dfp(source: str) -> Callable[[list[dict[str, Any]]], list[RecordErr
 
 
 def validate_abp(records: list[dict[str, Any]]) -> list[RecordError]:
-    """Validate nvidia-smi records with the ABP feature parser."""
+    """Validate flattened nvidia-smi records with the ABP feature parser (secml.abp.features)."""
     from secml.abp import features
 
     errors = _common_checks(records)
     if errors:
         return errors
-    try:
-        features.records_to_features(records)
-        return []
-    except ValueError:
-        pass
     for i, rec in enumerate(records):
         try:
-            features.records_to_features([rec], start_index=i)
-        except ValueError as exc:
-            errors.append(_schema_error(exc, i))
+            features.parse_record(rec, i)
+        except features.FeatureError as exc:
+            errors.append(RecordError(i, exc.field or "record", exc.detail))
             if len(errors) >= 50:
                 break
     return errors

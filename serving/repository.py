@@ -107,7 +107,7 @@ def user_model_dir(dfp_dir: Path, name: str, version: str) -> Path:
 
 # ---------------------------------------------------------------------------------- ABP
 class AbpScorer:
-    """The production ABP booster of one Triton version directory."""
+    """The production ABP booster of one Triton version directory (secml.abp.model scoring)."""
 
     def __init__(self, version_dir: Path, threshold: float = 0.5) -> None:
         """Load ``<version_dir>/model`` (or stay in NOT_SYNCED state when there is none)."""
@@ -116,7 +116,8 @@ class AbpScorer:
         self.booster = None
         if self.meta is not None:
             self.booster = load_booster(version_dir / MODEL_SUBDIR)
-            self.threshold = float(self.meta.get("threshold", threshold))
+            attr = self.booster.attr("threshold")
+            self.threshold = float(self.meta.get("threshold") or attr or threshold)
 
     @property
     def model_version(self) -> tuple[str, str]:
@@ -127,19 +128,18 @@ class AbpScorer:
 
     def score_matrix(self, x: np.ndarray) -> np.ndarray:
         """P(mining) for an (n, 18) feature matrix."""
-        import xgboost as xgb
+        from secml.abp.model import score
 
         if self.booster is None:
             raise NotSyncedError(ABP_REGISTERED)
-        return self.booster.predict(xgb.DMatrix(x, missing=np.nan)).astype(np.float64)
+        return score(self.booster, x)
 
     def score_records(self, records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """One result dict per raw nvidia-smi record."""
         from secml.abp import features
 
         name, version = self.model_version
-        x = features.to_matrix(records)
-        p = self.score_matrix(x)
+        p = self.score_matrix(features.to_matrix(records))
         return [
             {
                 "score": float(s),
@@ -172,32 +172,34 @@ def _nvsmi_time(rec: Mapping[str, Any]) -> str | None:
 
 
 def load_booster(path: Path) -> Any:
-    """Load an XGBoost booster from a synced model directory (MLflow flavor or plain file)."""
-    import xgboost as xgb
+    """Load the XGBoost booster of a synced model directory (MLflow xgboost flavor or a file)."""
+    from secml.abp.model import load_booster as abp_load
 
     if path.is_file():
         files = [path]
     else:
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".ubj", ".xgb", ".bst", ".json"))
-        files = [p for p in files if p.name not in (META_FILE, "metadata.json")] or files
-        files.sort(key=lambda p: (p.suffix == ".json", len(p.parts)))
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".ubj", ".xgb", ".bst"))
+        files += sorted(
+            p for p in path.rglob("model*.json") if p.name not in (META_FILE, "metadata.json")
+        )
+    errors = []
     for f in files:
         try:
-            booster = xgb.Booster()
-            booster.load_model(str(f))
-        except xgb.core.XGBoostError:
+            booster = abp_load(str(f))
+        except Exception as exc:  # noqa: BLE001 - try the next candidate file
+            errors.append(f"{f.name}: {exc}")
             continue
         _maybe_cuda(booster)
         return booster
-    raise FileNotFoundError(f"no XGBoost model file (.ubj/.json/.xgb) found under {path}")
+    raise FileNotFoundError(f"no loadable XGBoost model file under {path} ({errors})")
 
 
 def _maybe_cuda(booster: Any) -> None:
     """Predict on CUDA when a GPU is present (NGC image), else stay on CPU."""
     try:
-        import torch
+        from secml.abp.model import device
 
-        if torch.cuda.is_available():
+        if device() == "cuda":
             booster.set_param({"device": "cuda"})
     except Exception as exc:  # noqa: BLE001 - CPU builds of xgboost refuse cuda: stay on CPU
         log.info("ABP model stays on CPU: %s", exc)

@@ -1,0 +1,372 @@
+"""Model sync: publish MLflow ``production`` versions into the Triton model repository.
+
+ABP (``abp-nvsmi-xgb``): when the alias points at a version that is not served, the version's
+files are written as a new Triton version directory ``<n>`` (with ``model.py`` and
+``meta.json``), Triton is told to load old and new together (repository API, explicit model
+control, a config override naming both versions), the new one must answer ready, and only
+then is the model reloaded with its on-disk policy (latest 1) so the old version is dropped
+and its directory removed. Requests never see a gap: the old version serves until the new one
+is ready.
+
+DFP (``dfp-<source>-<user>`` / ``-generic``): thousands of per-user models are served by one
+Triton model ``dfp`` (see ``serving.repository``). Sync copies each new production version to
+``dfp/users/<name>/<version>/`` and then swaps ``users/index.json`` atomically; the ``dfp``
+model re-reads the index within seconds. The previous version's files stay on disk until the
+next sync so requests that already resolved it finish.
+
+Run once after a training flow (``sync_all()``), on a schedule (``python -m serving.sync
+--poll 30``) or as the Prefect flow ``serving-sync``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prefect import flow
+
+from secml.settings import Settings, get_settings
+from serving.repository import (
+    ABP_MODEL,
+    ABP_REGISTERED,
+    DFP_MODEL,
+    INDEX_FILE,
+    META_FILE,
+    MODEL_SUBDIR,
+    PLACEHOLDER_VERSION,
+    USERS_DIR,
+    read_index,
+    read_meta,
+    user_model_dir,
+    version_dirs,
+    write_json_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+PRODUCTION_ALIAS = "production"
+READY_TIMEOUT_S = 120.0
+
+
+class SyncError(RuntimeError):
+    """A sync step failed; the message names the model, version and step."""
+
+
+@dataclass
+class SyncResult:
+    """What one sync call did."""
+
+    model: str
+    changed: bool
+    version: str | None = None
+    triton_version: int | None = None
+    message: str = ""
+    updated: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for logs and flow results."""
+        return asdict(self)
+
+
+def _client(settings: Settings) -> Any:
+    """An MlflowClient for the settings' tracking server."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(settings.mlflow_tracking_uri)
+
+
+def _download(name: str, version: str, dst: Path, settings: Settings) -> Path:
+    """Download registered model ``name``/``version``'s files into ``dst``."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=str(dst)
+        )
+    except Exception as exc:  # noqa: BLE001 - name the model and version in the error
+        raise SyncError(f"downloading {name} version {version} from MLflow failed: {exc}") from exc
+    return Path(local)
+
+
+class TritonRepo:
+    """Triton's model repository API (explicit model control), synchronous."""
+
+    def __init__(self, url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """``url`` is Triton's HTTP ``host:port``."""
+        base = url if url.startswith("http") else f"http://{url}"
+        self.http = httpx.Client(base_url=base, timeout=timeout_s)
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self.http.close()
+
+    def reachable(self) -> bool:
+        """True when Triton answers its liveness probe."""
+        try:
+            return self.http.get("/v2/health/live", timeout=3).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def config(self, model: str) -> dict[str, Any] | None:
+        """The loaded model's configuration, or None when it is not loaded."""
+        r = self.http.get(f"/v2/models/{model}/config")
+        return r.json() if r.status_code == 200 else None
+
+    def load(self, model: str, config: dict[str, Any] | None = None) -> None:
+        """(Re)load ``model``; with ``config``, override its config.pbtxt for this load."""
+        body: dict[str, Any] = {}
+        if config is not None:
+            body = {"parameters": {"config": json.dumps(config)}}
+        r = self.http.post(f"/v2/repository/models/{model}/load", json=body)
+        if r.status_code != 200:
+            raise SyncError(f"Triton failed to load {model}: HTTP {r.status_code} {r.text}")
+
+    def version_ready(self, model: str, version: int) -> bool:
+        """True when ``model`` version ``version`` answers ready."""
+        r = self.http.get(f"/v2/models/{model}/versions/{version}/ready")
+        return r.status_code == 200
+
+    def wait_ready(self, model: str, version: int, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Block until the version is ready or raise after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.version_ready(model, version):
+                return
+            time.sleep(0.2)
+        raise SyncError(f"{model} version {version} not ready after {timeout_s:.0f}s")
+
+
+# ---------------------------------------------------------------------------------- ABP
+def served_abp(model_dir: Path) -> tuple[int, dict[str, Any] | None]:
+    """(highest Triton version, its sync metadata) in the repository."""
+    versions = version_dirs(model_dir)
+    if not versions:
+        return 0, None
+    top = versions[-1]
+    return top, read_meta(model_dir / str(top))
+
+
+def write_abp_version(
+    model_dir: Path, name: str, version: str, source_dir: Path, run_id: str | None = None
+) -> int:
+    """Write ``source_dir`` (the model's files) as the next Triton version; return its number."""
+    code = model_dir / str(PLACEHOLDER_VERSION) / "model.py"
+    if not code.is_file():
+        raise SyncError(f"{code} is missing: the repository has no {ABP_MODEL} model code")
+    new = (version_dirs(model_dir) or [PLACEHOLDER_VERSION])[-1] + 1
+    staging = model_dir / f".staging-{new}"  # not numeric: Triton ignores it
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copy2(code, staging / "model.py")
+    shutil.copytree(source_dir, staging / MODEL_SUBDIR)
+    meta = {
+        "registered_model": name,
+        "version": str(version),
+        "run_id": run_id,
+        "synced_at": datetime.now(UTC).isoformat(),
+    }
+    (staging / META_FILE).write_text(json.dumps(meta, indent=1))
+    staging.rename(model_dir / str(new))
+    return new
+
+
+def swap_in(triton: TritonRepo, model: str, model_dir: Path, new: int) -> list[int]:
+    """Serve version ``new`` next to the old ones, wait until ready, then drop the old ones."""
+    old = [v for v in version_dirs(model_dir) if v != new]
+    config = triton.config(model)
+    if config is not None:
+        served = [v for v in old if triton.version_ready(model, v)]
+        both = dict(config)
+        both["version_policy"] = {"specific": {"versions": served + [new]}}
+        triton.load(model, both)
+    else:
+        triton.load(model)
+    triton.wait_ready(model, new)
+    triton.load(model)  # the on-disk policy (latest 1): drops every older version
+    triton.wait_ready(model, new)
+    removed = []
+    for v in old:
+        if v != PLACEHOLDER_VERSION and v < new:
+            shutil.rmtree(model_dir / str(v), ignore_errors=True)
+            removed.append(v)
+    return removed
+
+
+def sync_abp(settings: Settings | None = None, client: Any = None) -> SyncResult:
+    """Publish ``abp-nvsmi-xgb@production`` into Triton if it is not the version served."""
+    settings = settings or get_settings()
+    client = client or _client(settings)
+    model_dir = settings.triton_model_repository / ABP_MODEL
+    try:
+        mv = client.get_model_version_by_alias(ABP_REGISTERED, PRODUCTION_ALIAS)
+    except Exception as exc:  # noqa: BLE001 - no model or no alias yet: nothing to sync
+        return SyncResult(ABP_MODEL, False, message=f"no {ABP_REGISTERED}@production: {exc}")
+    version = str(mv.version)
+    top, meta = served_abp(model_dir)
+    triton = TritonRepo(settings.triton_url or "")
+    try:
+        if meta is not None and str(meta.get("version")) == version:
+            if triton.reachable() and not triton.version_ready(ABP_MODEL, top):
+                triton.load(ABP_MODEL)
+                triton.wait_ready(ABP_MODEL, top)
+            return SyncResult(ABP_MODEL, False, version, top, "already served")
+        with tempfile.TemporaryDirectory(prefix="secml-sync-") as tmp:
+            files = _download(ABP_REGISTERED, version, Path(tmp), settings)
+            new = write_abp_version(model_dir, ABP_REGISTERED, version, files, mv.run_id)
+        if not triton.reachable():
+            msg = f"wrote version {new}; Triton not reachable, it loads it at start"
+            log.warning("%s: %s", ABP_MODEL, msg)
+            return SyncResult(ABP_MODEL, True, version, new, msg)
+        removed = swap_in(triton, ABP_MODEL, model_dir, new)
+    finally:
+        triton.close()
+    log.info("%s: serving %s:%s as Triton version %d", ABP_MODEL, ABP_REGISTERED, version, new)
+    return SyncResult(ABP_MODEL, True, version, new, f"served; removed versions {removed}")
+
+
+# ---------------------------------------------------------------------------------- DFP
+def production_dfp(client: Any, sources: tuple[str, ...] = ("duo", "azure")) -> dict[str, str]:
+    """Every ``dfp-<source>-*`` registered model with a production alias -> its version."""
+    out: dict[str, str] = {}
+    for source in sources:
+        prefix = f"dfp-{source}-"
+        token = None
+        while True:
+            page = client.search_registered_models(
+                filter_string=f"name LIKE '{prefix}%'", max_results=1000, page_token=token
+            )
+            for rm in page:
+                v = (rm.aliases or {}).get(PRODUCTION_ALIAS)
+                if v is not None and rm.name.startswith(prefix):
+                    out[rm.name] = str(v)
+            token = page.token
+            if not token:
+                break
+    return out
+
+
+def _copy_autoencoder(downloaded: Path, dst: Path) -> None:
+    """Copy only the autoencoder's files (model.json, state_dict.pt) of a downloaded model."""
+    from secml.dfp.model import CONFIG_FILE, WEIGHTS_FILE, find_model_dir
+
+    src = find_model_dir(downloaded)
+    staging = dst.parent / f".staging-{dst.name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for f in (CONFIG_FILE, WEIGHTS_FILE):
+        shutil.copy2(src / f, staging / f)
+    shutil.rmtree(dst, ignore_errors=True)
+    staging.rename(dst)
+
+
+def sync_dfp(
+    settings: Settings | None = None,
+    client: Any = None,
+    listing: dict[str, str] | None = None,
+) -> SyncResult:
+    """Copy new DFP production versions under ``dfp/users`` and swap the index atomically."""
+    settings = settings or get_settings()
+    client = client or _client(settings)
+    dfp_dir = settings.triton_model_repository / DFP_MODEL
+    wanted = production_dfp(client) if listing is None else dict(listing)
+    current = read_index(dfp_dir)
+    updated = []
+    with tempfile.TemporaryDirectory(prefix="secml-sync-") as tmp:
+        for name, version in sorted(wanted.items()):
+            dst = user_model_dir(dfp_dir, name, version)
+            if current.get(name) == version and dst.is_dir():
+                continue
+            files = _download(name, version, Path(tmp) / name / version, settings)
+            _copy_autoencoder(files, dst)
+            updated.append(f"{name}:{version}")
+    removed = _prune_dfp(dfp_dir, keep=[current, wanted])
+    if updated or removed or current != wanted:
+        write_json_atomic(
+            dfp_dir / USERS_DIR / INDEX_FILE,
+            {"models": wanted, "synced_at": datetime.now(UTC).isoformat()},
+        )
+    msg = f"{len(wanted)} production models, {len(updated)} new, {len(removed)} pruned"
+    log.info("dfp: %s", msg)
+    return SyncResult(DFP_MODEL, bool(updated) or current != wanted, None, 1, msg, updated)
+
+
+def _prune_dfp(dfp_dir: Path, keep: list[dict[str, str]]) -> list[str]:
+    """Remove user model versions that are neither current nor about to be (keeps previous)."""
+    users = dfp_dir / USERS_DIR
+    if not users.is_dir():
+        return []
+    kept = {(n, v) for listing in keep for n, v in listing.items()}
+    removed = []
+    for name_dir in users.iterdir():
+        if not name_dir.is_dir() or name_dir.name.startswith("."):
+            continue
+        for vdir in name_dir.iterdir():
+            if vdir.is_dir() and (name_dir.name, vdir.name) not in kept:
+                shutil.rmtree(vdir, ignore_errors=True)
+                removed.append(f"{name_dir.name}:{vdir.name}")
+        if not any(name_dir.iterdir()):
+            name_dir.rmdir()
+    return removed
+
+
+# ---------------------------------------------------------------------------------- all
+def sync_all(settings: Settings | None = None) -> list[SyncResult]:
+    """Sync ABP and DFP; a failure of one does not stop the other."""
+    settings = settings or get_settings()
+    client = _client(settings)
+    results = []
+    for fn in (sync_abp, sync_dfp):
+        try:
+            results.append(fn(settings, client))
+        except Exception as exc:  # noqa: BLE001 - report and carry on with the next detector
+            log.error("sync step %s failed: %s", fn.__name__, exc)
+            results.append(SyncResult(fn.__name__.removeprefix("sync_"), False, message=str(exc)))
+    return results
+
+
+def poll(interval_s: float, settings: Settings | None = None, rounds: int | None = None) -> None:
+    """Sync every ``interval_s`` seconds (``rounds`` times, or forever)."""
+    n = 0
+    while rounds is None or n < rounds:
+        for r in sync_all(settings):
+            if r.changed:
+                log.info("sync: %s", r.to_dict())
+        n += 1
+        if rounds is None or n < rounds:
+            time.sleep(interval_s)
+
+
+@flow(name="serving-sync", log_prints=False)
+def serving_sync() -> list[dict[str, Any]]:
+    """Prefect flow: publish every production model into the Triton repository."""
+    return [r.to_dict() for r in sync_all()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m serving.sync [--poll SECONDS]``."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--poll", type=float, default=None, help="sync every N seconds (forever)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=get_settings().log_level)
+    if args.poll:
+        poll(args.poll)
+        return 0
+    results = sync_all()
+    for r in results:
+        log.info("%s", json.dumps(r.to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""Model sync against real MLflow and Triton: new version served, old dropped, no failed request."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from secml.settings import Settings
+from serving.repository import (
+    ABP_MODEL,
+    DFP_MODEL,
+    PLACEHOLDER_VERSION,
+    read_index,
+    read_meta,
+    version_dirs,
+)
+from serving.sync import _prune_dfp, production_dfp, sync_abp, sync_all, sync_dfp, write_abp_version
+
+from .conftest import (
+    DFP_USER,
+    api_headers,
+    duo_records,
+    register_abp,
+    train_abp_booster,
+)
+
+
+def _triton_index(s: Settings) -> dict[str, list[tuple[str, str]]]:
+    """Model -> [(version, state)] from Triton's repository index."""
+    r = httpx.post(f"http://{s.triton_url}/v2/repository/index", json={}, timeout=10)
+    r.raise_for_status()
+    out: dict[str, list[tuple[str, str]]] = {}
+    for m in r.json():
+        out.setdefault(m["name"], []).append((m.get("version", ""), m.get("state", "")))
+    return out
+
+
+@pytest.mark.integration
+def test_sync_serves_the_production_versions(synced: Settings, abp_production, dfp_production):
+    repo = synced.triton_model_repository
+    top = version_dirs(repo / ABP_MODEL)[-1]
+    assert top > PLACEHOLDER_VERSION
+    assert read_meta(repo / ABP_MODEL / str(top))["version"] == abp_production["version"]
+    ready = [v for v, st in _triton_index(synced)[ABP_MODEL] if st == "READY"]
+    assert ready == [str(top)]
+    index = read_index(repo / DFP_MODEL)
+    own, generic = dfp_production["own"], dfp_production["generic"]
+    assert index[own.model_name] == own.version
+    assert index[generic.model_name] == generic.version
+
+
+@pytest.mark.integration
+def test_sync_again_changes_nothing(synced: Settings):
+    repo = synced.triton_model_repository
+    before = version_dirs(repo / ABP_MODEL)
+    results = {r.model: r for r in sync_all(synced)}
+    assert not results[ABP_MODEL].changed
+    assert not results[DFP_MODEL].changed
+    assert version_dirs(repo / ABP_MODEL) == before
+
+
+@pytest.mark.integration
+def test_abp_alias_move_is_served_with_no_failed_request(
+    synced: Settings, gateway_server: Settings, abp_records, abp_production
+):
+    """Traffic keeps flowing through the gateway while the alias moves and sync swaps versions."""
+    records, labels = abp_records
+    batch = records[:16]
+    url = f"{gateway_server.gateway_url}/predict"
+    body = {"detector": "abp", "source": "nvsmi", "records": batch}
+    statuses: list[int] = []
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(timeout=30, headers=api_headers(gateway_server)) as c:
+            while not stop.is_set():
+                r = c.post(url, json=body)
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    versions.append(r.json()["results"][0]["version"])
+
+    old = abp_production["version"]
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        time.sleep(1.0)
+        new = register_abp(train_abp_booster(records, labels, seed=2), synced)
+        result = sync_abp(synced)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        t.join(timeout=60)
+    assert result.changed and result.version == new
+    assert statuses and set(statuses) == {200}, f"failed requests during the swap: {statuses}"
+    assert versions[0] == old and versions[-1] == new
+    # once the new version answered, the old one never came back
+    assert old not in versions[versions.index(new) :]
+    repo = synced.triton_model_repository / ABP_MODEL
+    assert version_dirs(repo) == [PLACEHOLDER_VERSION, result.triton_version]
+    ready = [v for v, st in _triton_index(synced)[ABP_MODEL] if st == "READY"]
+    assert ready == [str(result.triton_version)]
+    abp_production["version"] = new  # later tests see the model now in production
+
+
+@pytest.mark.integration
+def test_dfp_alias_move_is_picked_up(synced: Settings, gateway_server: Settings, dfp_production):
+    from mlflow import MlflowClient
+
+    from secml.dfp.schema import process_records
+    from secml.dfp.train import train_user
+
+    from .conftest import TINY_AE
+
+    own = dfp_production["own"]
+    events = process_records(duo_records(seed=5), "duo")
+    retrained = train_user(
+        events[events["username"] == DFP_USER],
+        "duo",
+        DFP_USER,
+        params={**TINY_AE, "seed": 7},
+        settings=synced,
+    )
+    MlflowClient(synced.mlflow_tracking_uri).set_registered_model_alias(
+        own.model_name, "production", retrained.version
+    )
+    result = sync_dfp(synced)
+    assert f"{own.model_name}:{retrained.version}" in result.updated
+    body = {"detector": "dfp", "source": "duo", "records": duo_records(n_per_user=3)[:3]}
+    deadline = time.monotonic() + 30
+    seen = None
+    while time.monotonic() < deadline:
+        r = httpx.post(
+            f"{gateway_server.gateway_url}/predict",
+            json=body,
+            headers=api_headers(gateway_server),
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        seen = r.json()["results"][0]["model_version"]
+        if seen == f"{own.model_name}:{retrained.version}":
+            break
+        time.sleep(0.5)
+    assert seen == f"{own.model_name}:{retrained.version}"
+    # the previous version stays on disk for one sync cycle, older ones are pruned
+    users = synced.triton_model_repository / DFP_MODEL / "users" / own.model_name
+    assert retrained.version in {p.name for p in users.iterdir()}
+    dfp_production["own"] = retrained
+
+
+@pytest.mark.integration
+def test_production_listing_matches_registry(synced: Settings, dfp_production):
+    from mlflow import MlflowClient
+
+    listing = production_dfp(MlflowClient(synced.mlflow_tracking_uri))
+    assert listing[dfp_production["generic"].model_name] == dfp_production["generic"].version
+
+
+def test_write_version_and_prune_on_files(tmp_repo, tmp_path):
+    """File-level steps (no servers): staging rename, numbering, pruning keeps previous."""
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "model.ubj").write_bytes(b"x")
+    model_dir = tmp_repo / ABP_MODEL
+    assert write_abp_version(model_dir, "abp-nvsmi-xgb", "4", src) == 2
+    assert write_abp_version(model_dir, "abp-nvsmi-xgb", "5", src) == 3
+    assert version_dirs(model_dir) == [1, 2, 3]
+    assert json.loads((model_dir / "3" / "meta.json").read_text())["version"] == "5"
+    assert (model_dir / "3" / "model.py").read_text() == (model_dir / "1" / "model.py").read_text()
+    assert not [p for p in model_dir.iterdir() if p.name.startswith(".staging")]
+    users = tmp_repo / DFP_MODEL / "users"
+    for name, v in (("dfp-duo-a", "1"), ("dfp-duo-a", "2"), ("dfp-duo-a", "3"), ("dfp-duo-b", "1")):
+        (users / name / v).mkdir(parents=True)
+    removed = _prune_dfp(tmp_repo / DFP_MODEL, keep=[{"dfp-duo-a": "2"}, {"dfp-duo-a": "3"}])
+    assert sorted(removed) == ["dfp-duo-a:1", "dfp-duo-b:1"]
+    assert sorted(p.name for p in (users / "dfp-duo-a").iterdir()) == ["2", "3"]
+    assert not (users / "dfp-duo-b").exists()
