@@ -1,0 +1,130 @@
+"""Detections store on SQLite and on the machine's real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from secml.store import LABELLED_COLUMNS, DetectionStore, StoreError, event_id
+
+
+def _row(i: int, **kw) -> dict:
+    """One detection row."""
+    base = {
+        "detector": "dfp",
+        "source": "duo",
+        "record": {"user": {"name": f"u{i % 3}"}, "n": i},
+        "score": float(i),
+        "model_version": f"dfp-duo-generic:{1 + i % 2}",
+        "user": f"u{i % 3}",
+        "event_time": f"2026-11-0{1 + i % 5}T10:00:00Z",
+        "details": {"top_features": [{"feature": "reason", "z": 3.2}]},
+    }
+    return base | kw
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def store(request, tmp_path) -> Iterator[DetectionStore]:
+    """A fresh store on SQLite (file) or PostgreSQL (unique table prefix, dropped after)."""
+    if request.param == "sqlite":
+        s = DetectionStore(f"sqlite:///{tmp_path / 'det.db'}")
+    else:
+        url = request.getfixturevalue("postgres_url")
+        s = DetectionStore(url, table_prefix=f"t{uuid.uuid4().hex[:8]}_")
+    yield s
+    s.drop_tables()
+    s.close()
+
+
+def test_event_id_is_canonical():
+    a = {"b": 1, "a": {"y": [1, 2], "x": "é"}}
+    b = {"a": {"x": "é", "y": [1, 2]}, "b": 1}
+    assert event_id(a) == event_id(b)
+    assert event_id(a) != event_id({**a, "b": 2})
+    assert len(event_id(a)) == 64
+    # the documented definition: sha256 of sorted-keys compact JSON
+    import hashlib
+    import json
+
+    canon = json.dumps(a, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert event_id(a) == hashlib.sha256(canon.encode()).hexdigest()
+
+
+def test_add_and_filter(store: DetectionStore):
+    ids = store.add_detections([_row(i) for i in range(10)])
+    assert ids == sorted(ids) and len(set(ids)) == 10
+    df = store.detections(limit=None)
+    assert len(df) == 10
+    assert list(df["detection_id"]) == sorted(ids, reverse=True)  # newest first
+    assert df.iloc[0]["record"] == {"user": {"name": "u0"}, "n": 9}
+    assert df.iloc[0]["event_id"] == event_id({"user": {"name": "u0"}, "n": 9})
+    assert df.iloc[0]["details"]["top_features"][0]["feature"] == "reason"
+    assert str(df["event_time"].dt.tz) == "UTC"
+    assert len(store.detections(user="u1", limit=None)) == 3
+    assert len(store.detections(min_score=7, limit=None)) == 3
+    assert len(store.detections(since="2026-11-04", limit=None)) == 4
+    assert len(store.detections(until=datetime(2026, 11, 2, tzinfo=UTC), limit=None)) == 2
+    assert len(store.detections(limit=4)) == 4
+    assert store.detections(detector="abp", limit=None).empty
+    assert store.count() == 10
+
+
+def test_labels_are_append_only_latest_wins(store: DetectionStore):
+    ids = store.add_detections([_row(i) for i in range(3)])
+    store.add_label(ids[0], "true_positive", "ann", "looks bad")
+    store.add_label(ids[0], "false_positive", "bob", "travel")
+    store.add_label(ids[2], "true_positive", "ann")
+    hist = store.labels_history(ids[0])
+    assert list(hist["label"]) == ["true_positive", "false_positive"]
+    assert list(hist["labelled_by"]) == ["ann", "bob"]
+    lab = store.labelled("dfp")
+    assert set(LABELLED_COLUMNS) <= set(lab.columns)
+    assert sorted(lab["detection_id"]) == sorted([ids[0], ids[2]])
+    first = lab.set_index("detection_id").loc[ids[0]]
+    assert first["label"] == "false_positive" and first["labelled_by"] == "bob"
+    assert first["note"] == "travel"
+    assert store.labelled("dfp", source="azure").empty
+    assert store.labelled("abp").empty
+    assert pd.isna(store.detections(limit=None).set_index("detection_id").loc[ids[1], "label"])
+
+
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        ({"detector": "dfp"}, "missing field(s) source, record, score, model_version"),
+        (_row(0, record="text"), "'record' must be a dict"),
+        (_row(0, score="high"), "'score' is not a number"),
+        (_row(0, score=float("nan")), "'score' must be finite"),
+        (_row(0, event_time="yesterday-ish"), "event_time"),
+    ],
+)
+def test_bad_rows_are_rejected_naming_row_and_field(store: DetectionStore, bad, needle):
+    with pytest.raises(StoreError, match="row 1") as exc:
+        store.add_detections([_row(0), bad])
+    assert needle in str(exc.value)
+    assert store.count() == 0  # nothing half-written
+
+
+def test_bad_labels(store: DetectionStore):
+    (i,) = store.add_detections([_row(0)])
+    with pytest.raises(StoreError, match="true_positive"):
+        store.add_label(i, "maybe", "ann")  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="user"):
+        store.add_label(i, "true_positive", " ")
+    with pytest.raises(KeyError, match=str(i + 100)):
+        store.add_label(i + 100, "true_positive", "ann")
+    assert store.labels_history(i).empty
+
+
+def test_ping_and_reopen(store: DetectionStore):
+    assert store.ping()
+    store.add_detections([_row(1)])
+    again = DetectionStore(store.url, table_prefix=store.table_prefix)
+    assert again.count() == 1
+    again.close()
+    dead = DetectionStore("postgresql+psycopg://nobody@127.0.0.1:1/none", create=False)
+    assert not dead.ping()
