@@ -1,0 +1,157 @@
+"""Served numbers equal the in-process model's: hypothesis-generated inputs, real Triton."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from secml.abp.features import FEATURES
+from serving.repository import (
+    ABP_MODEL,
+    DFP_MODEL,
+    AbpScorer,
+    DfpScorer,
+    NotSyncedError,
+    read_index,
+    version_dirs,
+)
+from serving.triton import TritonClient, bytes_column
+
+from .conftest import DFP_USER, duo_records
+
+UNITS = {
+    "fb_memory_usage": "MiB",
+    "utilization": "%",
+    "temperature": "C",
+    "power_readings": "W",
+    "clocks": "MHz",
+    "applications_clocks": "MHz",
+    "default_applications_clocks": "MHz",
+    "max_clocks": "MHz",
+}
+HYPO = settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def _infer(s: Any, model: str, records: list[dict], source: str | None = None) -> list[dict]:
+    """Score ``records`` on the session's Triton straight through its HTTP API."""
+
+    async def go() -> dict:
+        client = TritonClient(s.triton_url, timeout_s=60)
+        try:
+            inputs = [bytes_column("RECORDS", [json.dumps(r) for r in records])]
+            if source:
+                inputs.append(bytes_column("SOURCE", [source] * len(records)))
+            return await client.infer(model, inputs, ["RESULT"])
+        finally:
+            await client.aclose()
+
+    return [json.loads(r) for r in asyncio.run(go())["RESULT"]]
+
+
+def _unit(field: str) -> str:
+    """The unit nvidia-smi prints for a feature field."""
+    return UNITS[field.removeprefix("nvidia_smi_log.gpu.").split(".")[0]]
+
+
+@st.composite
+def nvsmi_batches(draw: st.DrawFn, base: list[dict]) -> list[dict]:
+    """Real records with some feature values replaced by other numbers or N/A."""
+    n = draw(st.integers(1, 12))
+    out = []
+    for _ in range(n):
+        rec = dict(base[draw(st.integers(0, len(base) - 1))])
+        for field in draw(st.lists(st.sampled_from(FEATURES), max_size=6, unique=True)):
+            if draw(st.booleans()):
+                value = draw(st.floats(0, 20000, allow_nan=False, width=32))
+                rec[field] = f"{value:.2f} {_unit(field)}"
+            else:
+                rec[field] = "N/A"
+        out.append(rec)
+    return out
+
+
+@pytest.mark.integration
+def test_abp_parity_with_in_process_xgboost(synced, abp_records, abp_production):
+    from secml.abp.features import to_matrix
+    from secml.abp.model import score
+
+    base = abp_records[0][::25]
+
+    @HYPO
+    @given(batch=nvsmi_batches(base))
+    def check(batch: list[dict]) -> None:
+        served = _infer(synced, ABP_MODEL, batch)
+        expected = score(abp_production["booster"], to_matrix(batch))
+        got = np.array([r["score"] for r in served])
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+        assert [r["anomaly"] for r in served] == [bool(e >= 0.5) for e in expected]
+
+    check()
+
+
+@st.composite
+def duo_batches(draw: st.DrawFn, base: list[dict]) -> list[dict]:
+    """Real Duo records, some moved to other browsers, places or results."""
+    idx = draw(st.lists(st.integers(0, len(base) - 1), min_size=1, max_size=10, unique=True))
+    out = []
+    for i in sorted(idx):
+        rec = json.loads(json.dumps(base[i]))
+        if draw(st.booleans()):
+            rec["access_device"]["browser"] = draw(st.sampled_from(["Chrome", "Safari", "Opera"]))
+        if draw(st.booleans()):
+            rec["result"] = draw(st.sampled_from(["success", "denied", "fraud"]))
+        if draw(st.booleans()):
+            rec["access_device"]["location"] = {"city": draw(st.text("abcxyz", min_size=1))}
+        out.append(rec)
+    return out
+
+
+@pytest.mark.integration
+def test_dfp_parity_with_in_process_scoring(synced, dfp_production):
+    from secml.dfp.registry import ModelRegistry
+    from secml.dfp.schema import process_records
+    from serving.repository import dfp_results, score_dfp_events
+
+    registry = ModelRegistry("duo", settings=synced, ttl_s=0.0)  # straight from MLflow
+    base = duo_records(n_per_user=6, seed=21)
+
+    @HYPO
+    @given(batch=duo_batches(base))
+    def check(batch: list[dict]) -> None:
+        served = _infer(synced, DFP_MODEL, batch, "duo")
+        scored = score_dfp_events(process_records(batch, "duo"), "duo", registry)
+        expected = dfp_results(scored, "duo", synced.dfp_z_threshold, len(batch))
+        for s, e in zip(served, expected, strict=True):
+            assert s["model"] == e["model"] and s["version"] == e["version"]
+            assert s["score"] == pytest.approx(e["score"], rel=1e-5, abs=1e-6)
+            assert s["details"]["max_abs_z"] == pytest.approx(
+                e["details"]["max_abs_z"], rel=1e-5, abs=1e-6
+            )
+            assert [f["feature"] for f in s["top_features"]][:1] == [
+                f["feature"] for f in e["top_features"]
+            ][:1]
+
+    check()
+    index = read_index(synced.triton_model_repository / DFP_MODEL)
+    assert index[dfp_production["own"].model_name] == dfp_production["own"].version
+
+
+def test_unsynced_models_say_not_synced(tmp_repo):
+    """Version 1 of each detector model has no weights: it answers NOT_SYNCED, naming the model."""
+    abp = AbpScorer(tmp_repo / ABP_MODEL / "1")
+    with pytest.raises(NotSyncedError, match="NOT_SYNCED: abp-nvsmi-xgb"):
+        abp.score_records([{"nvidia_smi_log.gpu.utilization.gpu_util": "3 %"}])
+    dfp = DfpScorer(tmp_repo / DFP_MODEL)
+    with pytest.raises(NotSyncedError, match="NOT_SYNCED: DFP duo"):
+        dfp.score_records(duo_records(n_per_user=1, users=(DFP_USER,)), "duo")
+    assert version_dirs(tmp_repo / ABP_MODEL) == [1]
