@@ -37,7 +37,11 @@ def analyst_labels(store_url: str) -> list[tuple[dict[str, Any], int]]:
     except ImportError:
         log.warning("secml.store is not available; training without analyst labels")
         return []
-    df = DetectionStore(store_url).labelled("abp")
+    store = DetectionStore(store_url)
+    try:
+        df = store.labelled("abp")
+    finally:
+        store.close()
     out = []
     for rec, label in zip(df["record"], df["label"], strict=True):
         if isinstance(rec, str):
