@@ -50,3 +50,11 @@ def prefect(api_url: str) -> Any:
 def current_user() -> str:
     """The signed-in analyst's name ('' when nobody is signed in)."""
     return str(st.session_state.get("user", ""))
+
+
+@st.cache_resource(show_spinner=False)
+def kafka_producer(bootstrap_servers: str) -> Any:
+    """A Kafka producer for the control topic, one per process (not cached while it fails)."""
+    from training.producer import make_producer
+
+    return make_producer(settings())

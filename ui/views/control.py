@@ -43,10 +43,11 @@ def render() -> None:
     try:
         from training.producer import publish as publish_message
 
-        result = publish_message(message)
+        producer = clients.kafka_producer(str(settings.kafka_bootstrap_servers))
+        result = publish_message(message, settings, producer=producer, timeout_s=15.0)
     except Exception as exc:
         log.exception("publish failed")
         st.error(f"Could not publish to {settings.kafka_bootstrap_servers}: {exc}")
         return
-    log.info("%s published a control message", clients.current_user())
-    st.success(f"Published to `{settings.kafka_control_topic}`" + (f": {result}" if result else ""))
+    log.info("%s published control message %s", clients.current_user(), result)
+    st.success(f"Published message `{result}` to `{settings.kafka_control_topic}`")

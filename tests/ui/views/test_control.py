@@ -33,3 +33,49 @@ def test_invalid_message_is_refused_and_not_published(ui_settings, text, error) 
     assert not at.exception
     assert any(error in e for e in texts(at.error)), texts(at.error)
     assert not at.success
+
+
+def test_publish_with_broker_down_says_so(ui_settings, monkeypatch) -> None:
+    import socket
+
+    from secml.settings import get_settings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("SECML_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    get_settings.cache_clear()
+    at = page_app("control").run()
+    at.button(key="c_publish").click().run()
+    assert not at.exception
+    assert any(f"Could not publish to 127.0.0.1:{port}" in e for e in texts(at.error))
+
+
+@pytest.mark.integration
+def test_publish_reaches_the_topic(kafka_broker) -> None:
+    import json
+
+    from kafka import KafkaConsumer
+
+    settings = kafka_broker
+    at = page_app("control").run()
+    at.selectbox(key="c_example").select("duo-training-payload.json").run()
+    at.button(key="c_publish").click().run()
+    assert not at.exception
+    ok = [s for s in texts(at.success) if s.startswith("Published message")]
+    assert ok, texts(at.error)
+    message_id = ok[0].split("`")[1]
+    consumer = KafkaConsumer(
+        settings.kafka_control_topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=15000,
+        group_id=None,
+    )
+    try:
+        bodies = [json.loads(m.value) for m in consumer]
+    finally:
+        consumer.close()
+    sent = [b for b in bodies if b.get("id") == message_id]
+    assert len(sent) == 1
+    assert sent[0]["inputs"][0]["metadata"]["data_type"] == "payload"
