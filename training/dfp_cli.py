@@ -352,9 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for job in jobs_from_args(args):
             run_job(job, args, settings, summary)
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, LookupError, OSError) as exc:  # bad input, no model, unreachable
         log.error("%s", exc)
         summary.errors.append(str(exc))
+    except Exception as exc:  # e.g. an MLflow error: name it, keep the traceback for DEBUG
+        log.error("%s: %s", type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        summary.errors.append(f"{type(exc).__name__}: {exc}")
     for line in summary.lines(time.perf_counter() - started):
         log.info("summary: %s", line)
     return 1 if summary.errors else 0

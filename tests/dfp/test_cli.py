@@ -224,3 +224,30 @@ def test_cli_trains_on_mlflow_then_scores(
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows and all(r["model_version"].startswith("dfp-duo-generic:") for r in rows)
     assert all(np.isfinite(r["mean_abs_z"]) for r in rows)
+
+
+def test_missing_model_is_a_clear_error(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No production model: exit status 1 and the registry's message, no traceback."""
+    from secml.dfp.registry import NoModelError
+
+    def _no_model(*_: Any, **__: Any) -> pd.DataFrame:
+        raise NoModelError("no production model for user 'x' and no 'dfp-duo-generic'")
+
+    monkeypatch.setattr("secml.dfp.infer.score_events", _no_model)
+    with caplog.at_level(logging.INFO, logger="dfp_cli"):
+        rc = dfp_cli.main(
+            [
+                "--source",
+                "duo",
+                "--train_users",
+                "none",
+                "--infer",
+                "--input_file",
+                str(data_dir / "duo-inference-data" / "DUO_*.json"),
+            ]
+        )
+    assert rc == 1
+    assert "no production model" in caplog.text and "Traceback" not in caplog.text
+    assert "summary: error" in caplog.text
