@@ -87,3 +87,12 @@ def test_writer_csv_and_jsonl(tmp_path: Path, small_azure_frame: pd.DataFrame) -
     assert infer_format("x.ndjson") == "jsonl"
     with pytest.raises(ValueError, match="format"):
         infer_format("x.parquet")
+
+
+def test_writer_encodes_nested_cells_as_json(tmp_path: Path, small_duo_frame: pd.DataFrame) -> None:
+    """Lists in the raw record (Duo ``user.groups``) are JSON in CSV, lists in JSON lines."""
+    out = postprocess(_scored(small_duo_frame, "duo"), "duo")
+    back = pd.read_csv(write_detections(out, str(tmp_path / "d.csv")))
+    assert json.loads(back["user.groups"].iloc[0]) == out["user.groups"].iloc[0]
+    line = Path(write_detections(out, str(tmp_path / "d.jsonl"))).read_text().splitlines()[0]
+    assert json.loads(line)["user.groups"] == out["user.groups"].iloc[0]

@@ -178,3 +178,46 @@ def test_timestamps_span(small_duo_frame: pd.DataFrame) -> None:
     span = small_duo_frame["timestamp"].max() - small_duo_frame["timestamp"].min()
     assert span > timedelta(days=2)
     assert small_duo_frame["logcount"].max() <= 10
+
+
+def test_same_features_in_the_triton_environment(duo_records: list[dict]) -> None:
+    """The schema runs under numpy 1.26 / pandas 2.2 (.venv-triton) with identical output."""
+    import json
+    import subprocess
+
+    from secml.settings import get_settings
+
+    py = get_settings().triton_venv / "bin" / "python"
+    if not py.exists():
+        pytest.skip(f"no Triton model environment at {py}")
+    code = (
+        "import json,sys; from secml.dfp.schema import process_records, FEATURES;"
+        "df=process_records(json.load(sys.stdin),'duo');"
+        "print(df[['event_id',*FEATURES['duo'].all]].to_json(orient='records'))"
+    )
+    res = subprocess.run(
+        [str(py), "-c", code],
+        input=json.dumps(duo_records),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    there = pd.DataFrame(json.loads(res.stdout))
+    here = process_records(duo_records, "duo")[["event_id", *FEATURES["duo"].all]]
+    assert list(there["event_id"]) == list(here["event_id"])
+    assert there["logcount"].tolist() == here["logcount"].tolist()
+    assert there["result"].tolist() == here["result"].tolist()
+    assert there["authdevicename"].tolist() == here["authdevicename"].tolist()
+
+
+def test_load_records_shortcut(tmp_path, duo_records: list[dict]) -> None:
+    """``schema.load_records`` reads files like the loader does."""
+    import json
+
+    from secml.dfp.schema import load_records
+
+    (tmp_path / "DUO_2022-08-01T00_00_00.000Z.json").write_text(json.dumps(duo_records[:4]))
+    raw = load_records(str(tmp_path / "DUO_*.json"), "duo")
+    assert list(raw["_raw"]) == duo_records[:4]
