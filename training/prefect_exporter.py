@@ -77,6 +77,7 @@ class TrainingExporter:
         self._mlflow = mlflow_client
         self._seen: set[str] = set()
         self._flows: dict[str, str] = {}
+        self._polled = False
         self.runs = Gauge(
             "prefect_flow_runs",
             "Flow runs expected to start within the lookback window, by current state type.",
@@ -163,24 +164,37 @@ class TrainingExporter:
         return runs
 
     def poll_prefect(self, now: datetime | None = None) -> None:
-        """Refresh the flow-run metrics from the Prefect API."""
+        """Refresh the flow-run metrics from the Prefect API.
+
+        The first poll counts every finished run in the window as the baseline. Later, a flow
+        seen for the first time gets zero-valued counters and its finished runs are counted at
+        the next poll, so Prometheus sees 0 -> n and ``increase()`` (the failed-run alert)
+        catches the first failure of a new flow.
+        """
         now = now or datetime.now(UTC)
+        known = set(self._flows.values())
         self._flows.update(self._flow_names())
+        new_flows = set(self._flows.values()) - known if self._polled else set()
         runs = self._recent_runs(now)
         counts = {(name, state): 0 for name in self._flows.values() for state in STATE_TYPES}
         for name in set(self._flows.values()):
             for state in TERMINAL:
                 self.finished.labels(flow=name, state=state)  # zero series so increase() sees 0->1
+        counted: set[str] = set()
         for run in runs:
             flow = self._flows.get(run.get("flow_id", ""), "unknown")
             state = str(run.get("state_type") or "pending").lower()
             counts[(flow, state)] = counts.get((flow, state), 0) + 1
             run_id = str(run.get("id"))
-            if state in TERMINAL and run_id not in self._seen:
+            if state not in TERMINAL or flow in new_flows:
+                continue
+            counted.add(run_id)
+            if run_id not in self._seen:
                 self.finished.labels(flow=flow, state=state).inc()
                 self.duration.labels(flow=flow, state=state).observe(_run_seconds(run))
-        # Remember the finished runs still in the window so none is counted twice.
-        self._seen = {str(r.get("id")) for r in runs if _terminal(r)}
+        # Remember the counted runs still in the window so none is counted twice.
+        self._seen = counted
+        self._polled = True
         self.runs.clear()
         for (flow, state), n in counts.items():
             self.runs.labels(flow=flow, state=state).set(n)

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -324,18 +325,25 @@ def _query(settings: Settings, expr: str) -> dict[str, Any]:
     return body["data"]
 
 
-def _wait_for(settings: Settings, expr: str, timeout_s: float) -> bool:
-    """Poll until ``expr`` returns at least one sample."""
+def _wait_for(
+    settings: Settings, expr: str, timeout_s: float, tick: Callable[[], None] = lambda: None
+) -> bool:
+    """Poll until ``expr`` returns at least one sample, calling ``tick`` (traffic) meanwhile."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        tick()
         if _query(settings, expr)["result"]:
             return True
         time.sleep(2)
     return False
 
 
-def _abp_traffic(settings: Settings, tmp_path: Path) -> None:
-    """Train, register, promote and sync a tiny ABP model, then score records through /predict."""
+def _abp_traffic(settings: Settings, tmp_path: Path) -> Callable[[], None]:
+    """Train, register, promote and sync a tiny ABP model; return a function that sends traffic.
+
+    Counter series are created by the first request, so ``rate()`` needs traffic spread over
+    several scrapes: the caller keeps calling the returned function while it waits.
+    """
     import mlflow
     from mlflow import MlflowClient
 
@@ -344,7 +352,7 @@ def _abp_traffic(settings: Settings, tmp_path: Path) -> None:
     from secml.abp.generator import generate
     from serving.sync import sync_abp
 
-    data, labels = generate(tmp_path, gpus=4, hours=1 / 6, seed=11, interval_s=10)
+    data, labels = generate(tmp_path, gpus=8, hours=1 / 3, seed=7, interval_s=10)
     records = m.read_jsonlines(str(data))
     ds, _ = m.build_dataset(records, m.read_labels(str(labels)))
     booster = m.train(ds, m.TrainParams(n_estimators=10, max_depth=3, seed=0))
@@ -362,26 +370,30 @@ def _abp_traffic(settings: Settings, tmp_path: Path) -> None:
 
     headers = {"X-API-Key": settings.gateway_api_key.get_secret_value()}
     url = f"{settings.gateway_url}/predict"
-    with httpx.Client(timeout=30) as client:
-        deadline = time.monotonic() + 60
-        while True:  # Triton loads the synced version asynchronously
-            body = {"detector": "abp", "source": "nvsmi", "records": records[:5]}
-            r = client.post(url, json=body, headers=headers)
-            if r.status_code == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(2)
-        assert r.status_code == 200, r.text
-        for i in range(0, 200, 20):
-            body = {"detector": "abp", "source": "nvsmi", "records": records[i : i + 20]}
-            assert client.post(url, json=body, headers=headers).status_code == 200
-        # Errors the dashboards count: a bad record, an unknown detector, a missing key.
+    client = httpx.Client(timeout=30)
+    deadline = time.monotonic() + 60
+    while True:  # Triton loads the synced version asynchronously
+        body = {"detector": "abp", "source": "nvsmi", "records": records[:5]}
+        r = client.post(url, json=body, headers=headers)
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert r.status_code == 200, r.text
+    step = iter(range(10**6))
+
+    def send() -> None:
+        """One scored batch (it contains mining rows), one bad record, one unknown detector."""
+        i = next(step) * 20 % max(1, len(records) - 20)
+        body = {"detector": "abp", "source": "nvsmi", "records": records[i : i + 20]}
+        assert client.post(url, json=body, headers=headers).status_code == 200
         bad = {"detector": "abp", "source": "nvsmi", "records": [{"not": "a record"}]}
         assert client.post(url, json=bad, headers=headers).status_code == 422
         unknown = {"detector": "dfp", "source": "nvsmi", "records": [{}]}
         assert client.post(url, json=unknown, headers=headers).status_code in (404, 422)
         assert client.post(url, json=bad).status_code == 401
-        client.get(f"{settings.gateway_url}/ready")
         client.get(f"{settings.mlflow_tracking_uri}/health")
+
+    return send
 
 
 def _flow_runs() -> None:
@@ -425,7 +437,7 @@ def test_every_panel_has_live_data(
         pytest.fail(f"could not start the exporter and consumer: {exc}", pytrace=False)
 
     _flow_runs()
-    _abp_traffic(settings, tmp_path)
+    send = _abp_traffic(settings, tmp_path)
 
     # The alert rules are loaded and healthy.
     rules = httpx.get(f"{settings.prometheus_url}/api/v1/rules", timeout=10).json()["data"]
@@ -435,10 +447,19 @@ def test_every_panel_has_live_data(
     assert bad == [], f"rules failing on the live Prometheus: {bad}"
 
     # Wait for rates (two scrapes after the traffic) and for the exporter's registry poll.
-    assert _wait_for(settings, "sum(rate(gateway_predictions_total[5m])) > 0", 90)
-    assert _wait_for(settings, "sum(rate(nv_inference_request_success[5m])) > 0", 60)
-    assert _wait_for(settings, 'registry_production_version{model="abp-nvsmi-xgb"}', 90)
-    assert _wait_for(settings, "increase(prefect_flow_runs_finished_total[1h]) > 0", 90)
+    waits = [
+        "sum(rate(gateway_predictions_total[5m])) > 0",
+        'sum(rate(gateway_predictions_total{outcome="anomaly"}[5m])) > 0',
+        "sum(rate(gateway_detections_stored_total[5m])) > 0",
+        "sum(rate(nv_inference_request_success[5m])) > 0",
+        "sum(rate(mlflow_http_request_total[5m])) > 0",
+        'registry_production_version{model="abp-nvsmi-xgb"}',
+        'increase(prefect_flow_runs_finished_total{state="failed"}[1h]) > 0',
+    ]
+    for expr in waits:
+        assert _wait_for(settings, expr, 120, tick=send), f"no data for {expr} after 120 s"
+    send()
+    time.sleep(12)  # one more scrape after the last traffic
 
     present = set(
         httpx.get(f"{settings.prometheus_url}/api/v1/label/__name__/values", timeout=10).json()[

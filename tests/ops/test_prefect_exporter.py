@@ -126,6 +126,32 @@ def test_finished_runs_are_counted_once_and_running_ones_when_they_end() -> None
     assert _value(exp, "prefect_flow_runs", flow="dfp-train", state="running") == 0
 
 
+def test_first_runs_of_a_new_flow_are_counted_one_poll_later() -> None:
+    """A flow first seen after startup starts at 0 so increase() sees its first failure."""
+    transport = FakePrefect([_run("r1", "f-dfp", "FAILED", 5.0)])
+    exp = _exporter(transport)
+    exp.poll_prefect(NOW)  # startup: the baseline counts at once
+    assert _value(exp, "prefect_flow_runs_finished_total", flow="dfp-train", state="failed") == 1
+    FLOWS["f-new"] = "new-train"
+    try:
+        transport.runs.append(_run("r2", "f-new", "FAILED", 5.0))
+        exp.poll_prefect(NOW)
+        assert (
+            _value(exp, "prefect_flow_runs_finished_total", flow="new-train", state="failed") == 0
+        )
+        assert _value(exp, "prefect_flow_runs", flow="new-train", state="failed") == 1
+        exp.poll_prefect(NOW)
+        assert (
+            _value(exp, "prefect_flow_runs_finished_total", flow="new-train", state="failed") == 1
+        )
+        exp.poll_prefect(NOW)
+        assert (
+            _value(exp, "prefect_flow_runs_finished_total", flow="new-train", state="failed") == 1
+        )
+    finally:
+        del FLOWS["f-new"]
+
+
 def test_pages_through_many_runs_and_asks_for_the_lookback_window() -> None:
     """More runs than one page are all read; the filter starts at now - lookback."""
     runs = [_run(f"r{i}", "f-abp", "COMPLETED", 1.0) for i in range(450)]
