@@ -2,11 +2,10 @@
 
 ABP (``abp-nvsmi-xgb``): when the alias points at a version that is not served, the version's
 files are written as a new Triton version directory ``<n>`` (with ``model.py`` and
-``meta.json``), Triton is told to load old and new together (repository API, explicit model
-control, a config override naming both versions), the new one must answer ready, and only
-then is the model reloaded with its on-disk policy (latest 1) so the old version is dropped
-and its directory removed. Requests never see a gap: the old version serves until the new one
-is ready.
+``meta.json``) and the model is loaded through the repository API (explicit model control).
+Triton loads the new version while the old one keeps serving and unloads the old one only
+after the new one has loaded; sync waits until the new version answers ready and only then
+removes the old directory. Requests never see a gap (tested under traffic).
 
 DFP (``dfp-<source>-<user>`` / ``-generic``): thousands of per-user models are served by one
 Triton model ``dfp`` (see ``serving.repository``). Sync copies each new production version to
@@ -118,11 +117,6 @@ class TritonRepo:
         except httpx.HTTPError:
             return False
 
-    def config(self, model: str) -> dict[str, Any] | None:
-        """The loaded model's configuration, or None when it is not loaded."""
-        r = self.http.get(f"/v2/models/{model}/config")
-        return r.json() if r.status_code == 200 else None
-
     def load(self, model: str, config: dict[str, Any] | None = None) -> None:
         """(Re)load ``model``; with ``config``, override its config.pbtxt for this load."""
         body: dict[str, Any] = {}
@@ -182,22 +176,21 @@ def write_abp_version(
 
 
 def swap_in(triton: TritonRepo, model: str, model_dir: Path, new: int) -> list[int]:
-    """Serve version ``new`` next to the old ones, wait until ready, then drop the old ones."""
+    """Serve version ``new``; the old version serves until ``new`` is ready, then goes.
+
+    One repository-API load: Triton loads ``new`` (the on-disk policy is latest 1) while the
+    old version keeps answering, and unloads the old one only once ``new`` has loaded. Sync
+    then checks ``new`` answers ready and only then deletes the old directories.
+    """
     old = [v for v in version_dirs(model_dir) if v != new]
-    config = triton.config(model)
-    if config is not None:
-        served = [v for v in old if triton.version_ready(model, v)]
-        both = dict(config)
-        both["version_policy"] = {"specific": {"versions": served + [new]}}
-        triton.load(model, both)
-    else:
-        triton.load(model)
+    triton.load(model)
     triton.wait_ready(model, new)
-    triton.load(model)  # the on-disk policy (latest 1): drops every older version
-    triton.wait_ready(model, new)
+    still = [v for v in old if triton.version_ready(model, v)]
+    if still:
+        log.warning("%s: versions %s still ready next to %d", model, still, new)
     removed = []
     for v in old:
-        if v != PLACEHOLDER_VERSION and v < new:
+        if v != PLACEHOLDER_VERSION and v < new and v not in still:
             shutil.rmtree(model_dir / str(v), ignore_errors=True)
             removed.append(v)
     return removed

@@ -297,3 +297,49 @@ def test_ready_lists_served_models(synced, client: TestClient):
     body = r.json()
     assert body["triton"] and body["store"]
     assert {"abp_nvsmi_xgb", "dfp", "echo"} <= set(body["models"])
+
+
+def _free_port() -> int:
+    """A port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.integration
+def test_gateway_recovers_by_itself_when_triton_returns(
+    synced, client: TestClient, nvsmi, tmp_path
+):
+    """503 + Retry-After while a private Triton is down; the same gateway answers once it is up."""
+    import shutil
+
+    from secml.settings import Settings
+    from secml.stack import Stack
+
+    repo = tmp_path / "repo"
+    for model in ("echo", "abp_nvsmi_xgb"):
+        shutil.copytree(synced.triton_model_repository / model, repo / model)
+    s = Settings(
+        run_dir=tmp_path / "run",
+        triton_model_repository=repo,
+        triton_http_port=_free_port(),
+        triton_grpc_port=_free_port(),
+        triton_metrics_port=_free_port(),
+    )
+    use_triton(TritonClient(s.triton_url or "", timeout_s=10))
+    body = {"detector": "abp", "source": "nvsmi", "records": nvsmi}
+    down = predict(client, body)
+    assert down.status_code == 503 and "Retry-After" in down.headers
+    stack = Stack(s)
+    try:
+        stack.up(["triton"])
+        assert predict(client, body).status_code == 200
+        stack.down(["triton"])
+        again = predict(client, body)
+        assert again.status_code == 503 and "Retry-After" in again.headers
+        stack.up(["triton"])
+        back = predict(client, body)
+        assert back.status_code == 200, back.text
+        assert back.json()["n_records"] == len(nvsmi)
+    finally:
+        stack.down(timeout_s=10)
