@@ -21,6 +21,7 @@ FLOWS: list[tuple[str, str]] = [
     ("training/abp_flow.py", "abp_train"),
     ("training/dfp_flows.py", "dfp_train"),
     ("training/dfp_flows.py", "dfp_infer"),
+    ("serving/sync.py", "serving_sync"),
 ]
 
 
