@@ -375,7 +375,7 @@ class ControlConsumer:
         ledger: DispatchLedger | None = None,
         metrics: ConsumerMetrics | None = None,
         max_batch: int = 100,
-        concurrency: int = 4,
+        concurrency: int = 2,
         poll_timeout_ms: int = 500,
         client_id: str = "secml-control-consumer",
     ) -> None:
@@ -411,6 +411,7 @@ class ControlConsumer:
             bootstrap_servers=s.kafka_bootstrap_servers,
             acks="all",
             retries=5,
+            max_block_ms=10000,
             reconnect_backoff_max_ms=2000,
         )
 
@@ -565,7 +566,7 @@ class ControlConsumer:
         failed = []
         for rec, err, fut in sent:
             try:
-                fut.get(timeout=30)
+                fut.get(timeout=15)
             except KafkaError as exc:
                 log.error("dead-lettering offset %d failed: %s", rec.offset, exc)
                 failed.append(rec)
@@ -592,7 +593,7 @@ class ControlConsumer:
             return
         offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._pending_commit.items()}
         try:
-            self.consumer.commit(offsets, timeout_ms=10000)
+            self.consumer.commit(offsets, timeout_ms=5000)
         except KafkaError as exc:
             self.metrics.commit_errors.inc()
             log.warning("commit of %s failed (%s); will retry", offsets, exc)
@@ -604,14 +605,14 @@ class ControlConsumer:
         from kafka.errors import KafkaError
 
         now = time.monotonic()
-        if now - self._last_lag < every_s:
+        if now - self._last_lag < every_s or self._pending_commit:
             return
         self._last_lag = now
         parts = list(self.consumer.assignment())
         if not parts:
             return
         try:
-            ends = self.consumer.end_offsets(parts)
+            ends = self.consumer.end_offsets(parts, timeout_ms=3000)
             for tp in parts:
                 pos = self.consumer.position(tp, timeout_ms=2000)
                 if pos is not None:
@@ -708,14 +709,25 @@ def serve_metrics(consumer: ControlConsumer) -> Any:
     return server
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run the consumer service until SIGINT/SIGTERM."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Control-message consumer (Kafka → Prefect).")
+    parser.add_argument("--max-batch", type=int, default=100, help="records per poll")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        help="flow runs created in parallel (raise it for a PostgreSQL-backed Prefect)",
+    )
+    args = parser.parse_args(argv)
     settings = get_settings()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    consumer = ControlConsumer(settings)
+    consumer = ControlConsumer(settings, max_batch=args.max_batch, concurrency=args.concurrency)
     server = serve_metrics(consumer)
 
     def _stop(signum: int, _frame: object) -> None:
