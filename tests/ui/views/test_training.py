@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
+
+import pytest
 
 from secml.settings import get_settings
 
-from ..conftest import page_app, texts
+from ..conftest import frame_with, page_app, texts
 
 
 def test_prefect_down_is_reported(ui_settings, monkeypatch) -> None:
@@ -21,3 +24,40 @@ def test_prefect_down_is_reported(ui_settings, monkeypatch) -> None:
     assert any(f"127.0.0.1:{port}/api is not available" in e for e in texts(at.error))
     links = " ".join(texts(at.markdown))
     assert f"http://127.0.0.1:{port}" in links and ui_settings.mlflow_tracking_uri in links
+
+
+@pytest.mark.integration
+def test_start_with_a_control_message_and_watch_the_run(prefect_worker) -> None:
+    from prefect.states import Cancelled
+
+    from ui import backend, clients
+
+    settings = prefect_worker
+    at = page_app("training").run()
+    assert not at.exception
+    at.selectbox(key="t_deployment").select("dfp-infer/default").run()
+    at.radio(key="t_mode").set_value("control message").run()
+    at.selectbox(key="t_example").select("duo-inference-payload.json").run()
+    at.button(key="t_start").click().run()
+    assert not at.exception
+    started = [s for s in texts(at.success) if s.startswith("Started ")]
+    assert started, texts(at.error) + texts(at.warning)
+    run_id = started[0].rsplit("/runs/flow-run/", 1)[1].rstrip(")")
+    with clients.prefect(str(settings.prefect_api_url)) as client:
+        run = client.read_flow_run(run_id)
+        assert run.parameters["message"] == json.loads(
+            backend.control_examples()["duo-inference-payload.json"]
+        )
+        client.set_flow_run_state(run_id, Cancelled(), force=True)
+    at.run()
+    table = frame_with(at, "deployment")
+    row = table[table["prefect"].str.endswith(run_id)]
+    assert list(row["deployment"]) == ["dfp-infer/default"]
+    assert row["prefect"].iloc[0].startswith(backend.prefect_ui_url(settings))
+
+
+def test_message_parameter_is_found_by_name() -> None:
+    from ui import backend
+
+    assert backend.message_parameter({"message": {}, "seed": {}}) == "message"
+    assert backend.message_parameter({"data": {}, "seed": {}}) is None
