@@ -384,15 +384,6 @@ class ControlConsumer:
         self.settings = s = settings or get_settings()
         self.topic = s.kafka_control_topic
         self.deployments = dict(deployments)
-        self.ledger = ledger or DispatchLedger(ledger_url(s))
-        self.dispatcher = dispatcher or PrefectDispatcher(s.prefect_api_url)
-        self.metrics = metrics or ConsumerMetrics()
-        self.max_batch = max_batch
-        self.poll_timeout_ms = poll_timeout_ms
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dispatch")
-        self._pending_commit: dict[Any, int] = {}
-        self._stop = threading.Event()
-        self._last_lag = 0.0
         ensure_topics(s)
         self.consumer = KafkaConsumer(
             self.topic,
@@ -414,6 +405,15 @@ class ControlConsumer:
             max_block_ms=10000,
             reconnect_backoff_max_ms=2000,
         )
+        self.ledger = ledger or DispatchLedger(ledger_url(s))
+        self.dispatcher = dispatcher or PrefectDispatcher(s.prefect_api_url)
+        self.metrics = metrics or ConsumerMetrics()
+        self.max_batch = max_batch
+        self.poll_timeout_ms = poll_timeout_ms
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dispatch")
+        self._pending_commit: dict[Any, int] = {}
+        self._stop = threading.Event()
+        self._last_lag = 0.0
 
     # -- the loop
     def stop(self) -> None:
@@ -450,7 +450,14 @@ class ControlConsumer:
             time.sleep(1.0)
             return BatchResult()
         records = [r for part in polled.values() for r in part]
-        result = self.process(records) if records else BatchResult()
+        try:
+            result = self.process(records) if records else BatchResult()
+        except Exception:
+            # Unexpected failure (ledger database, bug): rewind so nothing is skipped.
+            log.exception("processing %d records failed; rewinding to retry", len(records))
+            self._rewind(records)
+            time.sleep(2.0)
+            return BatchResult(consumed=len(records), failed=len(records))
         if result.commit:
             self._pending_commit.update(result.commit)
             self._retry_commit()
@@ -492,7 +499,7 @@ class ControlConsumer:
         res.commit = {tp: off + 1 for tp, off in last.items()}
         for tp, off in failed_at.items():
             log.warning("rewinding %s to offset %d to retry", tp, off)
-            self.consumer.seek(tp, off)
+            self._seek(tp, off)
         if failed_at:
             time.sleep(1.0)  # back off before the retry
         self.metrics.dispatch_seconds.observe(time.perf_counter() - started)
@@ -584,6 +591,25 @@ class ControlConsumer:
             )
         return failed
 
+    def _rewind(self, records: list[Any]) -> None:
+        """Seek every partition in ``records`` back to its first record."""
+        from kafka import TopicPartition
+
+        first: dict[Any, int] = {}
+        for rec in records:
+            _first(first, TopicPartition(rec.topic, rec.partition), rec.offset)
+        for tp, off in first.items():
+            self._seek(tp, off)
+
+    def _seek(self, tp: Any, offset: int) -> None:
+        """Seek ``tp`` to ``offset`` unless a rebalance took it away (its new owner resumes)."""
+        from kafka.errors import IllegalStateError
+
+        try:
+            self.consumer.seek(tp, offset)
+        except (IllegalStateError, AssertionError) as exc:
+            log.info("not seeking %s (no longer assigned): %s", tp, exc)
+
     def _retry_commit(self) -> None:
         """Commit the offsets waiting to be committed; keep them if the broker is away."""
         from kafka.errors import KafkaError
@@ -597,6 +623,10 @@ class ControlConsumer:
         except KafkaError as exc:
             self.metrics.commit_errors.inc()
             log.warning("commit of %s failed (%s); will retry", offsets, exc)
+            owned = self.consumer.assignment()
+            if owned:  # a partition now owned by another member is redelivered there
+                for tp in [tp for tp in self._pending_commit if tp not in owned]:
+                    del self._pending_commit[tp]
             return
         self._pending_commit.clear()
 
@@ -709,6 +739,25 @@ def serve_metrics(consumer: ControlConsumer) -> Any:
     return server
 
 
+def _connect(settings: Settings, max_batch: int, concurrency: int) -> ControlConsumer:
+    """Create the consumer, waiting for the broker to come up if it is not there yet."""
+    from kafka.errors import KafkaError
+
+    delay = 1.0
+    while True:
+        try:
+            return ControlConsumer(settings, max_batch=max_batch, concurrency=concurrency)
+        except KafkaError as exc:
+            log.warning(
+                "Kafka at %s not reachable (%s); retrying in %.0fs",
+                settings.kafka_bootstrap_servers,
+                exc,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the consumer service until SIGINT/SIGTERM."""
     import argparse
@@ -727,7 +776,7 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    consumer = ControlConsumer(settings, max_batch=args.max_batch, concurrency=args.concurrency)
+    consumer = _connect(settings, args.max_batch, args.concurrency)
     server = serve_metrics(consumer)
 
     def _stop(signum: int, _frame: object) -> None:
