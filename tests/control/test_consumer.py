@@ -96,6 +96,24 @@ def test_ledger_records_once(tmp_path: Path) -> None:
     led.close()
 
 
+@pytest.mark.integration
+def test_ledger_on_postgresql(postgres_url: str) -> None:
+    """The ledger works on PostgreSQL too (compose uses it; ``offset`` is a reserved word there)."""
+    led = DispatchLedger(postgres_url)
+    rows = [
+        {"message_id": f"m{i}", "deployment": "d", "flow_run_id": f"r{i}", "offset": i}
+        for i in range(250)
+    ]
+    led.record_dispatches(rows)
+    led.record_dispatches(rows[:3])  # repeats are ignored
+    found = led.dispatched([(f"m{i}", "d") for i in range(300)])
+    assert len(found) == 250 and found[("m7", "d")] == "r7"
+    led.record_dead_letter("t", 0, 9, "bad")
+    assert led.is_dead_lettered("t", 0, 9) and not led.is_dead_lettered("t", 0, 8)
+    assert led.count() == 250
+    led.close()
+
+
 # ---------------------------------------------------------------- integration helpers
 
 MALFORMED: list[bytes] = [
