@@ -491,12 +491,14 @@ def _attacks(
     records: list[dict[str, Any]] = []
     labels: list[dict[str, Any]] = []
     first_day = max(0, days - attack_days)
+    # attacks start inside the window in UTC, so none leaks into the training days
+    window = datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=first_day)
     for k in range(n_attacks):
         kind = ATTACK_TYPES[k % len(ATTACK_TYPES)]
         user = rng.choice(users)
         day = rng.randrange(first_day, days)
         d = start + timedelta(days=day)
-        when = _work_time(user, d, rng)
+        when = _after(_work_time(user, d, rng), window)
         own = rng.choice(user.devices)
         events: list[dict[str, Any]] = []
         attack_id = f"{source}-{k:04d}-{kind}"
@@ -579,12 +581,13 @@ def _attacks(
             )
             if user.start_hour > 18:  # night-shift workers: their off-hours are midday
                 local += timedelta(hours=11)
+            t0 = _after(local - timedelta(hours=user.home.utc_offset), window)
             for j in range(rng.randint(1, 3)):
                 events.append(
                     _event(
                         source,
                         user,
-                        local - timedelta(hours=user.home.utc_offset) + timedelta(minutes=7 * j),
+                        t0 + timedelta(minutes=7 * j),
                         dev=own,
                         place=user.home,
                         app=rng.choice(user.apps),
@@ -606,6 +609,13 @@ def _attacks(
             )
         records.extend(events)
     return records, labels
+
+
+def _after(when: datetime, window: datetime) -> datetime:
+    """``when`` moved on by whole days until it is inside the attack window."""
+    while when < window:
+        when += timedelta(days=1)
+    return when
 
 
 def _km(a: Place, b: Place) -> float:
