@@ -71,3 +71,24 @@ def test_unreachable_store_is_reported(monkeypatch, ui_settings) -> None:
     at = page_app("detections").run()
     assert not at.exception
     assert any("is not available" in e for e in texts(at.error))
+
+
+def test_bulk_label_selected_rows(seeded_store) -> None:
+    at = page_app("detections", user="erin").run()
+    table = at.dataframe[0].value
+    # select the first and third rows of the table, as a click on their checkboxes does
+    at.session_state["det_table"] = {"selection": {"rows": [0, 2], "columns": [], "cells": []}}
+    at.run()
+    assert "**Bulk label 2 selected detections**" in texts(at.markdown)
+    at.radio(key="label-bulk-l").set_value("false_positive")
+    at.text_input(key="label-bulk-n").input("known render farm")
+    next(b for b in at.button if b.label == "Save label for 2 detection(s)").click().run()
+    assert not at.exception
+    picked = [int(table.iloc[i]["detection_id"]) for i in (0, 2)]
+    for det_id in picked:
+        hist = seeded_store.labels_history(det_id)
+        assert list(hist["label"]) == ["false_positive"]
+        assert list(hist["labelled_by"]) == ["erin"]
+        assert list(hist["note"]) == ["known render farm"]
+    others = set(table["detection_id"].astype(int)) - set(picked)
+    assert all(seeded_store.labels_history(i).empty for i in others)
