@@ -12,6 +12,7 @@ from secml.dfp import generator as g
 from secml.dfp.evaluate import (
     METRIC_COLUMNS,
     attack_metrics,
+    collateral,
     compare,
     read_labels,
     score_strategies,
@@ -91,3 +92,30 @@ def test_score_strategies_end_to_end() -> None:
     labels = pd.DataFrame(gen.labels)
     table = compare(scored, labels)
     assert set(table["attack_type"]) >= {"all"} and len(table) >= 4
+
+
+def test_collateral_events_excluded_on_request() -> None:
+    """Benign events after an attack on the same user and day can be left out of negatives."""
+    t = pd.Timestamp("2022-08-30T10:00", tz="UTC")
+    scores = pd.DataFrame(
+        {
+            "event_id": ["b0", "a1", "b2", "b3", "b4"],
+            "username": ["u", "u", "u", "v", "u"],
+            "timestamp": [
+                t,
+                t + pd.Timedelta("1h"),
+                t + pd.Timedelta("2h"),
+                t + pd.Timedelta("3h"),
+                t + pd.Timedelta("1D"),
+            ],
+            "mean_abs_z": [0.1, 3.0, 2.5, 0.2, 0.3],
+        }
+    )
+    labels = pd.DataFrame({"event_id": ["a1"], "attack_type": ["account_takeover"]})
+    assert list(collateral(scores, labels)) == [False, False, True, False, False]
+    strict = attack_metrics(scores, labels, 2.0).set_index("attack_type").loc["all"]
+    clean = attack_metrics(scores, labels, 2.0, exclude_collateral=True)
+    clean = clean.set_index("attack_type").loc["all"]
+    assert strict["benign_flagged"] == 1 and strict["precision"] == pytest.approx(0.5)
+    assert clean["benign_flagged"] == 0 and clean["precision"] == 1.0
+    assert clean["benign_events"] == 3
