@@ -12,7 +12,11 @@ MLflow's model registry and serves what it finds on ``/metrics``
 - ``registry_production_version{model,version}``: the version behind each model's
   ``production`` alias (the value is the version number);
 - ``registry_production_metric{model,metric}``: the metrics logged by that version's run;
-- ``prefect_exporter_api_up{api}``: whether the last poll of ``prefect`` / ``mlflow`` worked.
+- ``gateway_labels_precision{detector,model_version}``: true positives over labelled detections
+  (analysts' latest labels in the detections store), the Detectors dashboard's precision;
+- ``store_labelled_detections{detector,model_version,label}``: the counts behind it;
+- ``prefect_exporter_api_up{api}``: whether the last poll of ``prefect`` / ``mlflow`` / ``store``
+  worked.
 
 Run it with ``python -m training.prefect_exporter``.
 """
@@ -51,6 +55,8 @@ DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 144
 PAGE = 200
 MAX_RUNS = 10_000
 PRODUCTION_ALIAS = "production"
+DETECTORS = ("abp", "dfp")
+LABELS = ("true_positive", "false_positive")
 
 
 class PrefectApiError(RuntimeError):
@@ -67,6 +73,8 @@ class TrainingExporter:
         lookback: timedelta = timedelta(days=1),
         http: httpx.Client | None = None,
         mlflow_client: Any | None = None,
+        store: Any | None = None,
+        labels_interval_s: float = 60.0,
     ) -> None:
         """Create the metrics in ``registry`` (a fresh one by default)."""
         self.settings = settings
@@ -75,6 +83,9 @@ class TrainingExporter:
         self.api = (settings.prefect_api_url or "").rstrip("/")
         self.http = http or httpx.Client(timeout=10.0)
         self._mlflow = mlflow_client
+        self._store = store
+        self.labels_interval_s = labels_interval_s
+        self._labels_polled_at = -math.inf
         self._seen: set[str] = set()
         self._flows: dict[str, str] = {}
         self._polled = False
@@ -107,6 +118,18 @@ class TrainingExporter:
             "registry_production_metric",
             "A metric logged by the run of the model's production version.",
             ["model", "metric"],
+            registry=self.registry,
+        )
+        self.precision = Gauge(
+            "gateway_labels_precision",
+            "True positives over labelled detections (latest label each), by model version.",
+            ["detector", "model_version"],
+            registry=self.registry,
+        )
+        self.labelled = Gauge(
+            "store_labelled_detections",
+            "Labelled detections by latest label, detector and model version.",
+            ["detector", "model_version", "label"],
             registry=self.registry,
         )
         self.api_up = Gauge(
@@ -232,9 +255,40 @@ class TrainingExporter:
             for metric, value in _numeric(client.get_run(run_id).data.metrics.items()):
                 self.production_metric.labels(model=name, metric=metric).set(value)
 
+    # -- detections store ---------------------------------------------------------------
+    def poll_labels(self) -> None:
+        """Refresh label counts and precision per detector and model version from the store."""
+        if self._store is None:
+            from secml.store import DetectionStore
+
+            self._store = DetectionStore(self.settings.store_url or "", create=False)
+        rows: dict[tuple[str, str], dict[str, int]] = {}
+        for detector in DETECTORS:
+            df = self._store.labelled(detector)
+            if df.empty:
+                continue
+            grouped = df.groupby(["model_version", "label"]).size()
+            for (version, label), n in grouped.items():
+                counts = rows.setdefault((detector, str(version)), dict.fromkeys(LABELS, 0))
+                counts[str(label)] = counts.get(str(label), 0) + int(n)
+        self.precision.clear()
+        self.labelled.clear()
+        for (detector, version), counts in sorted(rows.items()):
+            for label, n in counts.items():
+                self.labelled.labels(detector=detector, model_version=version, label=label).set(n)
+            judged = counts["true_positive"] + counts["false_positive"]
+            if judged:
+                self.precision.labels(detector=detector, model_version=version).set(
+                    counts["true_positive"] / judged
+                )
+
     def poll(self) -> None:
-        """Poll both APIs; a failing one is logged and marked down, the other still updates."""
-        for api, fn in (("prefect", self.poll_prefect), ("mlflow", self.poll_registry)):
+        """Poll each API; a failing one is logged and marked down, the others still update."""
+        polls = [("prefect", self.poll_prefect), ("mlflow", self.poll_registry)]
+        if time.monotonic() - self._labels_polled_at >= self.labels_interval_s:
+            self._labels_polled_at = time.monotonic()
+            polls.append(("store", self.poll_labels))
+        for api, fn in polls:
             try:
                 fn()
             except Exception as exc:  # noqa: BLE001 - any failure of one API must not stop the other
@@ -294,10 +348,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interval", type=float, default=15.0, help="seconds between polls")
     parser.add_argument("--lookback-hours", type=float, default=24.0, help="flow-run window")
+    parser.add_argument(
+        "--labels-interval", type=float, default=60.0, help="seconds between label-store reads"
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    exporter = TrainingExporter(settings, lookback=timedelta(hours=args.lookback_hours))
+    exporter = TrainingExporter(
+        settings,
+        lookback=timedelta(hours=args.lookback_hours),
+        labels_interval_s=args.labels_interval,
+    )
     serve(exporter, settings.host, settings.prefect_exporter_port, args.interval)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 from prometheus_client import generate_latest
 
@@ -79,10 +81,21 @@ class FakeMlflow:
         return SimpleNamespace(data=SimpleNamespace(metrics=self.metrics.get(run_id, {})))
 
 
-def _exporter(transport: FakePrefect, mlflow: Any | None = None) -> TrainingExporter:
+class NoLabels:
+    """A detections store without labels."""
+
+    def labelled(self, detector: str) -> pd.DataFrame:
+        return pd.DataFrame(columns=["model_version", "label"])
+
+
+def _exporter(
+    transport: FakePrefect, mlflow: Any | None = None, store: Any | None = None
+) -> TrainingExporter:
     settings = Settings(prefect_api_url="http://prefect.test/api")
     http = httpx.Client(transport=httpx.MockTransport(transport))
-    return TrainingExporter(settings, http=http, mlflow_client=mlflow or FakeMlflow({}, {}))
+    return TrainingExporter(
+        settings, http=http, mlflow_client=mlflow or FakeMlflow({}, {}), store=store or NoLabels()
+    )
 
 
 def _value(exp: TrainingExporter, name: str, **labels: str) -> float | None:
@@ -213,6 +226,58 @@ def test_registry_production_versions_and_metrics() -> None:
     exp.poll_registry()
     assert _value(exp, "registry_production_version", model="abp-nvsmi-xgb", version="3") is None
     assert _value(exp, "registry_production_version", model="abp-nvsmi-xgb", version="4") == 4
+
+
+def test_label_precision_per_model_version(tmp_path: Path) -> None:
+    """Precision is TP / (TP + FP) over each detection's latest label, per model version."""
+    from secml.store import DetectionStore
+
+    store = DetectionStore(f"sqlite:///{tmp_path / 'detections.db'}")
+    rows = [
+        {"detector": det, "source": src, "record": {"i": i, "d": det}, "score": 0.9,
+         "model_version": version}
+        for i, (det, src, version) in enumerate(
+            [("abp", "nvsmi", "abp-nvsmi-xgb:3")] * 4
+            + [("abp", "nvsmi", "abp-nvsmi-xgb:4")] * 2
+            + [("dfp", "duo", "dfp-duo-generic:1")]
+        )
+    ]  # fmt: skip
+    ids = store.add_detections(rows)
+    for i in ids[:3]:
+        store.add_label(i, "true_positive", "ana")
+    store.add_label(ids[3], "true_positive", "ana")
+    store.add_label(ids[3], "false_positive", "bob", "relabelled: a benign render job")
+    store.add_label(ids[4], "false_positive", "ana")
+    exp = _exporter(FakePrefect([]), store=store)
+    exp.poll_labels()
+    v3 = {"detector": "abp", "model_version": "abp-nvsmi-xgb:3"}
+    assert _value(exp, "gateway_labels_precision", **v3) == 0.75
+    assert _value(exp, "store_labelled_detections", **v3, label="false_positive") == 1
+    v4 = {"detector": "abp", "model_version": "abp-nvsmi-xgb:4"}
+    assert _value(exp, "gateway_labels_precision", **v4) == 0.0
+    assert _value(exp, "store_labelled_detections", **v4, label="true_positive") == 0
+    # An unlabelled detector has no precision series at all (not a misleading 0).
+    assert (
+        _value(exp, "gateway_labels_precision", detector="dfp", model_version="dfp-duo-generic:1")
+        is None
+    )
+
+
+def test_labels_are_read_at_most_every_interval() -> None:
+    """poll() reads the store on its first call and then only after labels_interval_s."""
+
+    class Counting(NoLabels):
+        calls = 0
+
+        def labelled(self, detector: str) -> pd.DataFrame:
+            Counting.calls += 1
+            return super().labelled(detector)
+
+    exp = _exporter(FakePrefect([]), store=Counting())
+    exp.poll()
+    exp.poll()
+    assert Counting.calls == 2  # one call per detector, on the first poll only
+    assert _value(exp, "prefect_exporter_api_up", api="store") == 1
 
 
 def test_run_seconds_falls_back_to_end_minus_start() -> None:
