@@ -263,6 +263,21 @@ class DfpScorer:
                 )
             return self._registries[source]
 
+    def warm(self, sources: tuple[str, ...] = ("duo", "azure")) -> list[str]:
+        """Import the scoring code and load each source's generic model now (not on a request)."""
+        from secml.dfp import infer, schema  # noqa: F401 - imported for their import cost
+        from secml.naming import GENERIC_USER, user_to_model_name
+
+        loaded = []
+        for source in sources:
+            registry = self.registry(source)
+            listing = registry.production_models(force=True)
+            generic = user_to_model_name(source, GENERIC_USER)
+            if generic in listing:
+                registry.load(generic, listing[generic])
+                loaded.append(f"{generic}:{listing[generic]}")
+        return loaded
+
     def score_records(self, records: list[Mapping[str, Any]], source: str) -> list[dict[str, Any]]:
         """One result per record, in input order; derived features are computed in the batch."""
         from secml.dfp.registry import NoModelError

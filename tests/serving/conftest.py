@@ -130,7 +130,29 @@ def synced(triton_server: Settings, abp_production: dict, dfp_production: dict) 
 
     results = sync_all(triton_server)
     assert all(r.message and "failed" not in r.message for r in results), results
+    _warm_dfp(triton_server)
     return triton_server
+
+
+def _warm_dfp(s: Settings) -> None:
+    """One DFP request straight to Triton with a long timeout: the first one loads torch models
+    (seconds on a busy 2-core machine), which is not what the gateway tests measure."""
+    import httpx
+
+    recs = [json.dumps(r) for r in duo_records(n_per_user=1)]
+    body = {
+        "inputs": [
+            {"name": "RECORDS", "datatype": "BYTES", "shape": [len(recs), 1], "data": recs},
+            {
+                "name": "SOURCE",
+                "datatype": "BYTES",
+                "shape": [len(recs), 1],
+                "data": ["duo"] * len(recs),
+            },
+        ]
+    }
+    r = httpx.post(f"http://{s.triton_url}/v2/models/dfp/infer", json=body, timeout=300)
+    assert r.status_code == 200, r.text
 
 
 def jsonl(records: list[dict]) -> str:

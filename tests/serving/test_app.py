@@ -337,6 +337,8 @@ def test_gateway_recovers_by_itself_when_triton_returns(
         stack.down(["triton"])
         again = predict(client, body)
         assert again.status_code == 503 and "Retry-After" in again.headers
+        # same ports, fresh run dir (the stopped server's stub binary may still be busy)
+        stack = Stack(s.model_copy(update={"run_dir": tmp_path / "run2"}))
         stack.up(["triton"])
         back = predict(client, body)
         assert back.status_code == 200, back.text

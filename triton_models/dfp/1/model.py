@@ -28,6 +28,7 @@ class TritonPythonModel:
             threshold=s.dfp_z_threshold,
             cache_size=s.dfp_model_cache_size,
         )
+        self.scorer.warm()
 
     def _one(self, request: object) -> object:
         """Answer one request."""
