@@ -6,7 +6,8 @@ Starts a private broker (noida-db) and Prefect server on free ports in a tempora
 
 * bare:      ``KafkaConsumer.poll`` + ``json.loads`` per record, one commit at the end;
 * validated: the consumer with dispatch replaced by a no-op (contract, ledger, DLQ, commits);
-* dispatched: the consumer creating real Prefect flow runs (stand-in deployments, no worker).
+* dispatched: the consumer creating real Prefect flow runs (stand-in deployments, no worker),
+  in bulk requests (the default) and with one request per run.
 
 Usage: ``python -m bench.bench_consumer --messages 300``.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from secml.settings import ROOT, Settings
-from training.consumer import DEPLOYMENTS, ControlConsumer, Dispatch
+from training.consumer import DEPLOYMENTS, ControlConsumer, Dispatch, PrefectDispatcher
 from training.producer import make_producer
 
 EXAMPLE = json.loads((ROOT / "control_messages" / "duo-training-payload.json").read_text())
@@ -152,7 +153,7 @@ def main() -> None:
         tag = uuid.uuid4().hex[:6]
         n = args.messages
         records = _records(n, tag)
-        topics = {k: f"bench-{k}-{tag}" for k in ("bare", "validated", "dispatched")}
+        topics = {k: f"bench-{k}-{tag}" for k in ("bare", "validated", "dispatched", "single")}
         for t in topics.values():
             _produce(s, t, records)
         valid = sum(1 for i in range(n) if i % 10 != 9)
@@ -185,8 +186,26 @@ def main() -> None:
         )
         dispatched = consumer_loop(sd, n, _standins(f"bench-{tag}"))
         print(
-            f"consumer → Prefect runs   {dispatched:10.1f} msg/s  ({dispatched / bare:.4f} × bare; "
+            f"consumer → Prefect, bulk  {dispatched:10.1f} msg/s  ({dispatched / bare:.4f} × bare; "
             f"{dispatched * valid / n:.1f} flow runs/s)"
+        )
+
+        ss = sd.model_copy(
+            update={
+                "kafka_control_topic": topics["single"],
+                "kafka_dead_letter_topic": f"{topics['single']}-dlq",
+                "kafka_consumer_group": f"g-{topics['single']}",
+                "consumer_ledger_url": f"sqlite:///{run / 'ledger-single.db'}",
+            }
+        )
+        one_by_one = PrefectDispatcher(s.prefect_api_url)
+        single = consumer_loop(
+            ss, n, _standins(f"bench1-{tag}"), dispatcher=lambda d: one_by_one(d)
+        )
+        one_by_one.close()
+        print(
+            f"consumer → Prefect, 1/req {single:10.1f} msg/s  ({single / bare:.4f} × bare; "
+            f"{single * valid / n:.1f} flow runs/s; bulk is {dispatched / single:.2f}×)"
         )
     finally:
         if wanted:

@@ -3,7 +3,8 @@
 Each record on ``settings.kafka_control_topic`` (consumer group ``settings.kafka_consumer_group``)
 is parsed with :func:`secml.control.parse_control_message`. A valid message becomes one Prefect flow
 run per deployment it needs (``dfp-train/default``, ``dfp-infer/default``, ``abp-train/default``);
-the flow gets ``parameters={"message": <the message, restricted to that flow's tasks>}``.
+a DFP flow gets ``parameters={"message": <the message, restricted to that flow's tasks>}``,
+``abp-train`` gets ``{"data": <the load tasks' files>, **<training properties>}``.
 An invalid message goes to ``settings.kafka_dead_letter_topic`` with its error and original bytes.
 
 Guarantees:
@@ -67,6 +68,21 @@ DEPLOYMENTS: dict[tuple[str, str], str] = {
     ("nvsmi", "training"): "abp-train/default",
 }
 RUN_TAGS = ("control-message",)
+BULK_LIMIT = 100  # Prefect's limit per bulk create request
+# Parameters of training/abp_flow.py:abp_train that a training task's properties may set.
+ABP_TRAIN_PROPERTIES = frozenset(
+    {
+        "labels",
+        "split_by",
+        "test_fraction",
+        "n_estimators",
+        "max_depth",
+        "learning_rate",
+        "seed",
+        "use_store_labels",
+        "min_f1",
+    }
+)
 
 
 class DispatchError(RuntimeError):
@@ -92,22 +108,25 @@ def plan_dispatches(
 ) -> list[Dispatch]:
     """The flow runs a message needs: one per deployment, each given only its own tasks.
 
-    An input ``[load, training, inference]`` on ``duo`` yields a ``dfp-train`` run with
-    ``[load, training]`` and a ``dfp-infer`` run with ``[load, inference]``. A load-only message
-    needs no run. Raises ControlMessageError when no deployment serves a (source, task) pair.
+    DFP flows take ``message``: an input ``[load, training, inference]`` on ``duo`` yields a
+    ``dfp-train`` run with ``[load, training]`` and a ``dfp-infer`` run with ``[load, inference]``.
+    ``abp-train`` takes ``data`` (the load tasks' files) plus the training task's properties,
+    which must be parameters of that flow. A load-only message needs no run. Raises
+    ControlMessageError when no deployment serves a (source, task) pair or a property is unknown.
     """
     mid = message_id(msg)
     data = msg.to_dict()
-    by_deployment: dict[str, list[dict[str, Any]]] = {}
+    dfp: dict[str, list[dict[str, Any]]] = {}
+    abp: dict[str, dict[str, Any]] = {}
     problems = []
     for i, inp in enumerate(msg.inputs):
         source = inp.metadata.source
         for kind in ("training", "inference"):
             if kind not in inp.task_types:
                 continue
+            j = inp.task_types.index(kind)
             name = deployments.get((source, kind))
             if name is None:
-                j = inp.task_types.index(kind)
                 served = sorted(f"{s}/{k}" for s, k in deployments)
                 problems.append(
                     (
@@ -118,14 +137,26 @@ def plan_dispatches(
                 )
                 continue
             raw = data["inputs"][i]
+            if source == "nvsmi":
+                params = abp.setdefault(name, {"data": []})
+                params["data"].extend(inp.files)
+                for k, v in raw["tasks"][j].get("properties", {}).items():
+                    if k not in ABP_TRAIN_PROPERTIES:
+                        problems.append(
+                            (
+                                f"inputs[{i}].tasks[{j}].properties.{k}",
+                                f"not a parameter of abp-train; expected one of "
+                                f"{', '.join(sorted(ABP_TRAIN_PROPERTIES))}",
+                            )
+                        )
+                    params[k] = v
+                continue
             tasks = [t for t in raw["tasks"] if t["type"] in ("load", kind)]
-            by_deployment.setdefault(name, []).append({**raw, "tasks": tasks})
+            dfp.setdefault(name, []).append({**raw, "tasks": tasks})
     if problems:
         raise ControlMessageError(problems)
-    return [
-        Dispatch(mid, name, {"message": {"id": mid, "inputs": inputs}})
-        for name, inputs in by_deployment.items()
-    ]
+    plans = [Dispatch(mid, n, {"message": {"id": mid, "inputs": ins}}) for n, ins in dfp.items()]
+    return plans + [Dispatch(mid, n, params) for n, params in abp.items()]
 
 
 class DispatchLedger:
@@ -239,6 +270,7 @@ class PrefectDispatcher:
 
         self._ids: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._bulk_unsupported = False
         if api_url:
             with temporary_settings({PREFECT_API_URL: api_url}):
                 self._client: SyncPrefectClient = _sync_client()
@@ -286,6 +318,85 @@ class PrefectDispatcher:
         except Exception as exc:  # noqa: BLE001  (any API failure means: retry later)
             raise DispatchError(f"creating a run of {d.deployment!r} failed: {exc}") from exc
         return str(run.id)
+
+    def dispatch_batch(self, deployment: str, ds: list[Dispatch]) -> list[str | DispatchError]:
+        """Create up to BULK_LIMIT runs of one deployment in one request and one transaction.
+
+        Uses Prefect's ``POST /deployments/{id}/create_flow_run/bulk`` (idempotency keys apply
+        as for single runs); falls back to one request per run where the server lacks it.
+        """
+        from prefect.client.schemas.actions import DeploymentFlowRunCreate
+        from prefect.states import Scheduled, to_state_create
+
+        if not ds:
+            return []
+        if self._bulk_unsupported:
+            return self._singles(ds)
+        if len(ds) > BULK_LIMIT:
+            out: list[str | DispatchError] = []
+            for i in range(0, len(ds), BULK_LIMIT):
+                out.extend(self.dispatch_batch(deployment, ds[i : i + BULK_LIMIT]))
+            return out
+        dep_id = self.deployment_id(deployment)
+        body = [
+            DeploymentFlowRunCreate(
+                parameters=d.parameters,
+                state=to_state_create(Scheduled()),
+                tags=list(RUN_TAGS),
+                name=_run_name(d.message_id),
+                idempotency_key=d.idempotency_key,
+            ).model_dump(mode="json", exclude_unset=True)
+            for d in ds
+        ]
+        try:
+            response = self._client.request(
+                "POST",
+                "/deployments/{id}/create_flow_run/bulk",
+                path_params={"id": dep_id},
+                json=body,
+            )
+        except Exception as exc:  # noqa: BLE001
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            detail = getattr(getattr(exc, "response", None), "text", "")
+            if status == 404 and "Deployment not found" in detail:
+                with self._lock:
+                    self._ids.pop(deployment, None)
+                err = DispatchError(f"deployment {deployment!r} disappeared; retrying")
+                return [err] * len(ds)
+            if status in (404, 405):
+                log.info("Prefect server has no bulk flow-run endpoint; creating runs one by one")
+                self._bulk_unsupported = True
+                return self._singles(ds)
+            return [DispatchError(f"creating runs of {deployment!r} failed: {exc}")] * len(ds)
+        results = response.json().get("results", [])
+        if len(results) != len(ds):
+            return [
+                DispatchError(
+                    f"bulk create of {deployment!r} answered {len(results)} "
+                    f"results for {len(ds)} runs"
+                )
+            ] * len(ds)
+        created: list[str | DispatchError] = []
+        for d, r in zip(ds, results, strict=True):
+            if r.get("status") == "CREATED" and r.get("flow_run_id"):
+                created.append(str(r["flow_run_id"]))
+            else:
+                created.append(
+                    DispatchError(
+                        f"run of {deployment!r} for {d.message_id} failed: {r.get('error')}"
+                    )
+                )
+        return created
+
+    def _singles(self, ds: list[Dispatch]) -> list[str | DispatchError]:
+        """One request per run (servers without the bulk endpoint)."""
+        out: list[str | DispatchError] = []
+        for d in ds:
+            try:
+                out.append(self(d))
+            except DispatchError as exc:
+                out.append(exc)
+        return out
 
     def close(self) -> None:
         """Close the API client."""
@@ -520,13 +631,12 @@ class ControlConsumer:
                     log.info("message %s already dispatched to %s; skipped", *key)
                 else:
                     todo[key] = (rec, d)
-        futures = {key: self._pool.submit(self.dispatcher, d) for key, (_, d) in todo.items()}
+        outcomes = self._create_runs(todo)
         ok_rows, failed = [], []
-        for key, fut in futures.items():
+        for key, run_id in outcomes.items():
             rec, d = todo[key]
-            try:
-                run_id = fut.result()
-            except DispatchError as exc:
+            if isinstance(run_id, DispatchError):
+                exc = run_id
                 log.error("message %s → %s: %s", d.message_id, d.deployment, exc)
                 self.metrics.dispatch_errors.inc()
                 res.failed += 1
@@ -547,6 +657,38 @@ class ControlConsumer:
             log.info("message %s → %s flow run %s", d.message_id, d.deployment, run_id)
         self.ledger.record_dispatches(ok_rows)
         return failed
+
+    def _create_runs(
+        self, todo: dict[tuple[str, str], tuple[Any, Dispatch]]
+    ) -> dict[tuple[str, str], str | DispatchError]:
+        """Create the runs: in bulk per deployment when the dispatcher can, else one by one."""
+        outcomes: dict[tuple[str, str], str | DispatchError] = {}
+        batch = getattr(self.dispatcher, "dispatch_batch", None)
+        if batch is None:
+            single = {key: self._pool.submit(self.dispatcher, d) for key, (_, d) in todo.items()}
+            for key, fut in single.items():
+                try:
+                    outcomes[key] = fut.result()
+                except DispatchError as exc:
+                    outcomes[key] = exc
+            return outcomes
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for key, (_, d) in todo.items():
+            groups.setdefault(d.deployment, []).append(key)
+        chunks = [
+            (dep, keys[i : i + BULK_LIMIT])
+            for dep, keys in groups.items()
+            for i in range(0, len(keys), BULK_LIMIT)
+        ]
+        # One bulk request at a time: each is one write transaction on the Prefect database,
+        # and parallel ones only contend for its lock (SQLite answers "database is locked").
+        for dep, keys in chunks:
+            try:
+                results = batch(dep, [todo[k][1] for k in keys])
+            except DispatchError as exc:
+                results = [exc] * len(keys)
+            outcomes.update(zip(keys, results, strict=True))
+        return outcomes
 
     def _dead_letter(self, dead: list[tuple[Any, ControlMessageError]], res: BatchResult) -> list:
         """Send invalid records to the dead-letter topic; return those that could not be sent."""

@@ -71,6 +71,37 @@ def test_plan_refuses_a_source_without_a_deployment() -> None:
         plan_dispatches(parse_control_message(m))
 
 
+def test_plan_gives_abp_train_its_own_parameters() -> None:
+    """abp-train takes the load files as ``data`` plus the training task's properties."""
+    path = ROOT / "control_messages" / "nvsmi-training-payload.json"
+    msg = parse_control_message(path)
+    (plan,) = plan_dispatches(msg)
+    assert plan.deployment == "abp-train/default"
+    assert plan.parameters == {"data": msg.inputs[0].files}
+    m = msg.to_dict()
+    m["inputs"][0]["tasks"][1]["properties"] = {"n_estimators": 50, "seed": 3}
+    (plan,) = plan_dispatches(parse_control_message(m))
+    assert plan.parameters == {"data": msg.inputs[0].files, "n_estimators": 50, "seed": 3}
+    m["inputs"][0]["tasks"][1]["properties"] = {"n_trees": 50}
+    with pytest.raises(
+        ControlMessageError, match=r"inputs\[0\]\.tasks\[1\]\.properties\.n_trees: not a parameter"
+    ):
+        plan_dispatches(parse_control_message(m))
+
+
+def test_abp_properties_match_the_flow_signature() -> None:
+    """The allowed ABP properties are parameters of training/abp_flow.py:abp_train."""
+    import ast
+
+    from training.consumer import ABP_TRAIN_PROPERTIES
+
+    tree = ast.parse((ROOT / "training" / "abp_flow.py").read_text())
+    (fn,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "abp_train"]
+    params = {a.arg for a in fn.args.args + fn.args.kwonlyargs}
+    assert "data" in params
+    assert ABP_TRAIN_PROPERTIES <= params
+
+
 def test_plan_of_load_only_message_is_empty() -> None:
     """A message that only loads starts no run."""
     m = copy.deepcopy(EXAMPLE)
@@ -251,13 +282,15 @@ def standins(prefect_server: Settings) -> Iterator[dict[str, str]]:
     with get_client(sync_client=True) as client:
         for flow in ("dfp-train", "dfp-infer", "abp-train"):
             fid = client.create_flow_from_name(f"cmtest-{hexid}-{flow}")
+            param = "data" if flow == "abp-train" else "message"
+            kind = "array" if flow == "abp-train" else "object"
             client.create_deployment(
                 fid,
                 "default",
                 parameter_openapi_schema={
                     "type": "object",
-                    "properties": {"message": {"type": "object"}},
-                    "required": ["message"],
+                    "properties": {param: {"type": kind}},
+                    "required": [param],
                 },
                 enforce_parameter_schema=True,
             )
@@ -295,7 +328,7 @@ def _assert_exactly_once(stream: Stream, names: dict[str, str]) -> None:
     from prefect.client.orchestration import get_client
 
     runs = _runs(names)
-    per_id = Counter(r.parameters["message"]["id"] for r in runs)
+    per_id = Counter(_run_message_id(r) for r in runs)
     assert set(per_id) == set(stream.valid), "runs do not match the valid messages"
     dupes = {k: v for k, v in per_id.items() if v != 1}
     assert not dupes, f"dispatched more than once: {dupes}"
@@ -307,13 +340,25 @@ def _assert_exactly_once(stream: Stream, names: dict[str, str]) -> None:
                 flow = client.read_flow(d.flow_id)
                 dep_names[r.deployment_id] = f"{flow.name}/{d.name}"
     for r in runs:
-        msg = stream.valid[r.parameters["message"]["id"]]
+        msg = stream.valid[_run_message_id(r)]
         assert dep_names[r.deployment_id] == _expected_deployment(msg, names)
         sent = msg["inputs"][0]
-        got = r.parameters["message"]["inputs"][0]
-        assert got["metadata"]["source"] == sent["metadata"]["source"]
-        assert got["tasks"][0]["properties"]["files"] == sent["tasks"][0]["properties"]["files"]
+        files = sent["tasks"][0]["properties"]["files"]
+        if sent["metadata"]["source"] == "nvsmi":
+            assert r.parameters == {"data": files}
+        else:
+            got = r.parameters["message"]
+            assert got["id"] == msg["id"]
+            assert got["inputs"][0]["metadata"]["source"] == sent["metadata"]["source"]
+            assert got["inputs"][0]["tasks"][0]["properties"]["files"] == files
         assert "control-message" in r.tags
+
+
+def _run_message_id(run: Any) -> str:
+    """The control-message id of a flow run, from its idempotency key ``control:<id>:<dep>``."""
+    key = run.idempotency_key or ""
+    assert key.startswith("control:"), key
+    return key.removeprefix("control:").rsplit(":", 1)[0]
 
 
 def _read_topic(settings: Settings, topic: str, expect: int, timeout_s: float = 60) -> list[Any]:
@@ -407,7 +452,14 @@ def test_thousand_messages_tenth_malformed(
     try:
         _drain(consumer, stream)
         m = consumer.metrics
-        assert m.consumed._value.get() == 1000
+        assert m.consumed._value.get() >= 1000  # records re-read after a retry count again
+        dispatched = sum(
+            x.value
+            for metric in m.dispatched.collect()
+            for x in metric.samples
+            if x.name.endswith("_total")
+        )
+        assert dispatched == len(stream.valid)
         assert m.dead_lettered._value.get() == 100
         assert m.duplicates._value.get() >= 1000 - 100 - len(stream.valid)
     finally:
