@@ -504,6 +504,20 @@ def parse_message_text(text: str) -> dict[str, Any]:
     return data
 
 
+def broker_reachable(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
+    """Whether any ``host:port`` of a Kafka bootstrap list accepts a TCP connection."""
+    import socket
+
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 # ---------------------------------------------------------------- monitoring
 
 

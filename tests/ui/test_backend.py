@@ -212,3 +212,15 @@ def test_prometheus_range_parses_series_and_errors() -> None:
 
 def test_detection_rows_are_valid_for_the_store(seeded_store) -> None:
     assert seeded_store.count() == len(detection_rows())
+
+
+def test_broker_reachable() -> None:
+    import socket
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+        assert backend.broker_reachable(f"127.0.0.1:1,127.0.0.1:{port}")
+    assert not backend.broker_reachable(f"127.0.0.1:{port}")
+    assert not backend.broker_reachable("no-port-here")

@@ -40,6 +40,12 @@ def render() -> None:
     if validate:
         st.success("Valid control message.")
         return
+    if not backend.broker_reachable(str(settings.kafka_bootstrap_servers)):
+        st.error(
+            f"Could not publish to {settings.kafka_bootstrap_servers}: no Kafka broker answers "
+            "there (`make up` starts one; SECML_KAFKA_BOOTSTRAP_SERVERS moves it)."
+        )
+        return
     try:
         from training.producer import publish as publish_message
 
