@@ -309,10 +309,12 @@ def mlflow_model_url(settings: Settings, name: str, version: str | None = None) 
     return f"{base}/#/models/{name}" + (f"/versions/{version}" if version else "")
 
 
-def registered_models(client: Any) -> pd.DataFrame:
-    """Every registered model with its aliases and latest version."""
+def registered_models(client: Any, name_contains: str = "", limit: int = 500) -> pd.DataFrame:
+    """Registered models (name containing ``name_contains``) with aliases and latest version."""
     rows = []
-    for rm in client.search_registered_models(max_results=1000):
+    needle = name_contains.replace("'", "").strip()
+    query = f"name LIKE '%{needle}%'" if needle else None
+    for rm in client.search_registered_models(filter_string=query, max_results=limit):
         aliases = dict(getattr(rm, "aliases", {}) or {})
         latest = max((int(v.version) for v in rm.latest_versions or []), default=None)
         rows.append(

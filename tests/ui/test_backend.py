@@ -41,6 +41,9 @@ def test_z_scores_from_details_and_columns() -> None:
     }
     assert backend.z_scores({"details": json.dumps({"z_scores": {"a": 1.5}})}) == {"a": 1.5}
     assert backend.z_scores({"details": None, "record": {}}) == {}
+    # the shape the DFP flow stores: details.top = [{"feature", "z"}]
+    dfp = {"details": {"max_abs_z": 7.0, "top": [{"feature": "locincrement", "z": 7.0}]}}
+    assert backend.z_scores(dfp) == {"locincrement": 7.0}
 
 
 def test_label_detections_appends_events_and_latest_counts(seeded_store) -> None:

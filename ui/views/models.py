@@ -46,8 +46,11 @@ def render() -> None:
     st.title("Models")
     settings = clients.settings()
     client = clients.mlflow(str(settings.mlflow_tracking_uri))
+    needle = st.text_input(
+        "Filter by name", key="m_filter", placeholder="abp-, dfp-duo-, a user's name…"
+    )
     try:
-        models = backend.registered_models(client)
+        models = backend.registered_models(client, needle)
     except Exception as exc:
         log.exception("mlflow unavailable")
         st.error(f"The MLflow registry at {settings.mlflow_tracking_uri} is not available: {exc}")
@@ -59,7 +62,10 @@ def render() -> None:
             f"{'forced' if event['forced'] else 'gate passed'})"
         )
     if models.empty:
-        st.info("No registered models yet: run a training deployment.")
+        if needle:
+            st.info(f"No registered model name contains {needle!r}.")
+        else:
+            st.info("No registered models yet: run a training deployment.")
         return
     st.dataframe(models, hide_index=True, key="models")
     name = st.selectbox("Model", list(models["name"]), key="m_name")

@@ -37,6 +37,11 @@ def test_versions_gate_force_and_history(registry) -> None:
     at = page_app("models", user="dana").run()
     assert not at.exception
     assert name in list(frame_with(at, "latest_version")["name"])
+    at.text_input(key="m_filter").input(name[-6:]).run()
+    assert list(frame_with(at, "latest_version")["name"]) == [name]
+    at.text_input(key="m_filter").input("no-such-model").run()
+    assert any("No registered model name contains" in i for i in texts(at.info))
+    at.text_input(key="m_filter").input("").run()
     at.selectbox(key="m_name").select(name).run()
     versions = frame_with(at, "run_id").set_index("version")
     assert versions.loc[1, "aliases"] == "production"
