@@ -221,13 +221,9 @@ class DetectionStore:
         values = [self._row(i, r, now) for i, r in enumerate(rows)]
         if not values:
             return []
-        ids: list[int] = []
+        stmt = insert(self.t_det).returning(self.t_det.c.id, sort_by_parameter_order=True)
         with self._lock, self.engine.begin() as conn:
-            for v in values:
-                ids.append(
-                    int(conn.execute(insert(self.t_det).values(**v)).inserted_primary_key[0])
-                )
-        return ids
+            return [int(r[0]) for r in conn.execute(stmt, values)]
 
     def add_label(self, detection_id: int, label: Label, user: str, note: str = "") -> None:
         """Append a label event (the latest event is the detection's label)."""

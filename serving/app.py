@@ -369,7 +369,7 @@ async def predict(
             detail=f"records: {n} records exceed the batch limit of {settings.gateway_max_batch}",
         )
     metrics.BATCH_RECORDS.labels(detector=spec.detector).observe(n)
-    payloads = _validate(spec, body.records)
+    payloads = await anyio.to_thread.run_sync(_validate, spec, body.records)
     inputs = [bytes_column("RECORDS", payloads)]
     if spec.with_source:
         inputs.append(bytes_column("SOURCE", [spec.source] * n))

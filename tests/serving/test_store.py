@@ -128,3 +128,11 @@ def test_ping_and_reopen(store: DetectionStore):
     again.close()
     dead = DetectionStore("postgresql+psycopg://nobody@127.0.0.1:1/none", create=False)
     assert not dead.ping()
+
+
+def test_returned_ids_follow_row_order(store: DetectionStore):
+    rows = [_row(i, score=float(i), record={"i": i}) for i in range(120)]
+    ids = store.add_detections(rows)
+    df = store.detections(limit=None).set_index("detection_id")
+    assert [df.loc[i, "record"]["i"] for i in ids] == list(range(120))
+    assert [df.loc[i, "score"] for i in ids] == [float(i) for i in range(120)]
