@@ -144,7 +144,7 @@ def _get(rec: Mapping[str, Any], path: Sequence[str], where: str) -> Any:
     for depth, key in enumerate(path):
         if cur is None:
             return None
-        if not isinstance(cur, Mapping):
+        if not (type(cur) is dict or isinstance(cur, Mapping)):
             parent = ".".join(path[:depth])
             raise SchemaError(
                 f"{where}: field '{parent}' should be an object, got {type(cur).__name__}"
@@ -155,6 +155,8 @@ def _get(rec: Mapping[str, Any], path: Sequence[str], where: str) -> Any:
 
 def _text(value: Any, name: str, where: str, required: bool) -> str:
     """A string feature value; missing optional values become ``MISSING``."""
+    if type(value) is str and value:
+        return value
     if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
         if required:
             raise SchemaError(f"{where}: required field '{name}' is missing or empty")
