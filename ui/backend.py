@@ -210,6 +210,18 @@ def prefect_ui_url(settings: Settings) -> str:
     return str(settings.prefect_api_url).rstrip("/").removesuffix("/api")
 
 
+def prefect_problem(http: Any, settings: Settings) -> str | None:
+    """Why the Prefect API cannot be used right now, or None when its health check answers."""
+    url = f"{str(settings.prefect_api_url).rstrip('/')}/health"
+    try:
+        resp = http.get(url, timeout=3.0)
+    except Exception as exc:
+        return f"Prefect at {settings.prefect_api_url} is not available: {exc}"
+    if resp.status_code != 200:
+        return f"Prefect at {settings.prefect_api_url} answered {resp.status_code} on /health"
+    return None
+
+
 def deployment_parameters(client: Any, deployment: str) -> dict[str, Any]:
     """The parameter schema's properties of a deployment (name -> JSON schema)."""
     dep = _read_deployment(client, deployment)

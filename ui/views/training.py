@@ -114,6 +114,10 @@ def render() -> None:
         f"[MLflow experiments]({str(settings.mlflow_tracking_uri).rstrip('/')}/#/experiments) · "
         f"[MLflow models]({str(settings.mlflow_tracking_uri).rstrip('/')}/#/models)"
     )
+    problem = backend.prefect_problem(clients.http(), settings)
+    if problem:
+        st.error(problem + " (`make up` starts it; SECML_PREFECT_API_URL moves it)")
+        return
     _start_form(settings)
     st.subheader("Recent runs")
     _runs(settings)

@@ -17,7 +17,6 @@ def test_prefect_down_is_reported(ui_settings, monkeypatch) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("SECML_PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
-    monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", "0")
     get_settings.cache_clear()
     at = page_app("training").run()
     assert not at.exception
