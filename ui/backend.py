@@ -395,13 +395,17 @@ def _version_metrics(client: Any, name: str, version: int) -> dict[str, float]:
 
 
 def gate_check(
-    client: Any, settings: Settings, name: str, version: int, tolerance: float = 0.05
+    client: Any, settings: Settings, name: str, version: int, tolerance: float | None = None
 ) -> tuple[bool, str]:
-    """The promotion gate as the training flows apply it, for a hand promotion.
+    """The promotion gate's rules, applied to a hand promotion on the versions' recorded metrics.
 
     ABP (``abp-*``): F1 at least ``settings.abp_min_f1`` and not below production's F1.
-    DFP (``dfp-*``): validation loss not above production's by more than ``tolerance``.
+    DFP (``dfp-*``): validation loss not above production's by more than ``tolerance``
+    (default ``settings.dfp_promotion_tolerance``). The training flows apply the same rules
+    when they register a version (ABP re-scores production on the new evaluation data there).
     """
+    if tolerance is None:
+        tolerance = float(getattr(settings, "dfp_promotion_tolerance", 0.05))
     new = _version_metrics(client, name, version)
     prod_ver = production_version(client, name)
     if prod_ver == version:
