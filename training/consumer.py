@@ -525,6 +525,7 @@ class ControlConsumer:
         self._pending_commit: dict[Any, int] = {}
         self._stop = threading.Event()
         self._last_lag = 0.0
+        self._backoff_s = 1.0
 
     # -- the loop
     def stop(self) -> None:
@@ -611,8 +612,12 @@ class ControlConsumer:
         for tp, off in failed_at.items():
             log.warning("rewinding %s to offset %d to retry", tp, off)
             self._seek(tp, off)
-        if failed_at:
-            time.sleep(1.0)  # back off before the retry
+        if failed_at:  # back off before the retry: 1 s, doubling to 30 s while nothing works
+            progress = res.dispatched or res.dead_lettered
+            self._backoff_s = 1.0 if progress else min(self._backoff_s * 2, 30.0)
+            time.sleep(self._backoff_s)
+        else:
+            self._backoff_s = 1.0
         self.metrics.dispatch_seconds.observe(time.perf_counter() - started)
         return res
 

@@ -145,6 +145,92 @@ def test_ledger_on_postgresql(postgres_url: str) -> None:
     led.close()
 
 
+class _Rec:
+    """A stand-in for kafka-python's ConsumerRecord."""
+
+    def __init__(self, offset: int, value: bytes, topic: str = "t") -> None:
+        self.topic, self.partition, self.offset = topic, 0, offset
+        self.key, self.value, self.timestamp, self.headers = None, value, 0, []
+
+
+class _FakeFuture:
+    def get(self, timeout: float | None = None) -> None:
+        return None
+
+
+class _FakeKafka:
+    """Records what the consumer seeks and sends."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[Any, int]] = []
+        self.sent: list[tuple[str, bytes]] = []
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def send(self, topic: str, value: bytes, **_: Any) -> _FakeFuture:
+        self.sent.append((topic, value))
+        return _FakeFuture()
+
+
+def _offline_consumer(tmp_path: Path, dispatcher: Any) -> ControlConsumer:
+    """A ControlConsumer wired to fakes (no broker): exercises process() alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from training.consumer import ConsumerMetrics
+
+    c = ControlConsumer.__new__(ControlConsumer)
+    c.settings = Settings(run_dir=tmp_path, kafka_dead_letter_topic="dlq")
+    c.topic = "t"
+    c.deployments = dict(DEPLOYMENTS)
+    c.consumer = c.producer = _FakeKafka()
+    c.ledger = DispatchLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    c.dispatcher = dispatcher
+    c.metrics = ConsumerMetrics()
+    c._pool = ThreadPoolExecutor(2)
+    c._pending_commit, c._backoff_s, c._last_lag = {}, 1.0, 0.0
+    return c
+
+
+def test_process_commits_up_to_the_first_failure_and_rewinds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed dispatch stops the commit there and rewinds; the retry dispatches only it."""
+    from kafka import TopicPartition
+
+    import training.consumer as consumer_mod
+
+    monkeypatch.setattr(consumer_mod.time, "sleep", lambda _s: None)
+    good = [json.dumps(_valid(f"u-{i}", 0)).encode() for i in range(4)]
+    recs = [_Rec(0, good[0]), _Rec(1, b"{bad"), _Rec(2, good[2]), _Rec(3, good[3]), _Rec(4, b"")]
+    calls: list[str] = []
+    down = {"u-2"}
+
+    def dispatcher(d: Any) -> str:
+        calls.append(d.message_id)
+        if d.message_id in down:
+            raise consumer_mod.DispatchError("Prefect is away")
+        return f"run-{d.message_id}"
+
+    c = _offline_consumer(tmp_path, dispatcher)
+    res = c.process(recs)
+    tp = TopicPartition("t", 0)
+    assert res.commit == {tp: 2}  # 0 and 1 are done; 2 failed, so nothing from 2 on
+    assert c.consumer.seeks == [(tp, 2)]
+    assert sorted(calls) == ["u-0", "u-2", "u-3"]
+    assert res.dead_lettered == 2 and [t for t, _ in c.producer.sent] == ["dlq", "dlq"]
+    # the redelivery after the rewind: only u-2 is new
+    down.clear()
+    calls.clear()
+    res = c.process(recs[2:])
+    assert calls == ["u-2"]
+    assert res.commit == {tp: 5}
+    assert res.duplicates == 2  # u-3 in the ledger, offset 4 already dead-lettered
+    assert len(c.producer.sent) == 2
+    c._pool.shutdown()
+    c.ledger.close()
+
+
 # ---------------------------------------------------------------- integration helpers
 
 MALFORMED: list[bytes] = [
