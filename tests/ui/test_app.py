@@ -45,3 +45,15 @@ def test_sign_out_returns_to_sign_in(seeded_store) -> None:
     sign_out.click().run()
     assert texts(at.title) == ["Sign in"]
     assert "user" not in at.session_state
+
+
+def test_oidc_mode_offers_the_identity_provider(ui_settings, monkeypatch) -> None:
+    from secml.settings import get_settings
+
+    monkeypatch.setenv("SECML_UI_AUTH", "oidc")
+    get_settings.cache_clear()
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert texts(at.title) == ["Sign in"]
+    assert [b.label for b in at.button] == ["Sign in with your identity provider"]
+    assert not at.text_input, "no local password form in OIDC mode"
