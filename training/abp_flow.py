@@ -1,6 +1,8 @@
 """Prefect flow ``abp-train``: nvsmi records -> features -> split -> XGBoost -> MLflow -> gate.
 
-Each task is a thin wrapper around a plain function in ``secml.abp``. Deployed as
+Each task is a thin wrapper around a plain function in ``secml.abp``. Large arguments
+(records, datasets, boosters) are passed ``quote``-d so Prefect does not walk them looking
+for futures (walking ~1M strings took minutes). Deployed as
 ``abp-train/default`` (see ``training/deploy.py``) so it runs from the Prefect UI with
 parameters.
 """
@@ -13,6 +15,7 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from secml.abp import MODEL_NAME
 from secml.abp import gate as gate_mod
@@ -132,11 +135,11 @@ def abp_train(
     gate_mod.configure_tracking(settings.mlflow_tracking_uri)
     records, truth = load(files, labels)
     analyst = analyst_labels(settings.store_url) if use_store_labels else []
-    ds, counts = features(records, truth, analyst)
-    train, test = split(ds, split_by, test_fraction, seed)
+    ds, counts = features(quote(records), quote(truth), quote(analyst))
+    train, test = split(quote(ds), split_by, test_fraction, seed)
     params = m.TrainParams(n_estimators, max_depth, learning_rate, seed=seed)
-    booster = fit(train, test, params)
-    metrics = evaluate(booster, test)
+    booster = fit(quote(train), quote(test), params)
+    metrics = evaluate(quote(booster), quote(test))
     lo, hi = ds.window()
     tags = {
         "data_window_start": lo,
@@ -154,9 +157,9 @@ def abp_train(
         "device": m.device(),
         "tree_method": "hist",
     }
-    reg = register(booster, logged, metrics, test, tags, model_name)
+    reg = register(quote(booster), logged, metrics, quote(test), tags, model_name)
     threshold = settings.abp_min_f1 if min_f1 is None else min_f1
-    decision = promote(reg.version, metrics, test, threshold, model_name)
+    decision = promote(reg.version, metrics, quote(test), threshold, model_name)
     log.info(
         "abp-train: %s v%s f1=%.4f promoted=%s",
         model_name,

@@ -97,6 +97,13 @@ def log_and_register(
             input_example=example,
             model_format="ubj",
             registered_model_name=model_name,
+            # Explicit requirements: skips MLflow's slow dependency inference (a subprocess
+            # that reloads the model) on every training run.
+            pip_requirements=[
+                f"xgboost=={xgb.__version__}",
+                f"numpy=={np.__version__}",
+                f"pandas=={pd.__version__}",
+            ],
         )
     version = str(info.registered_model_version)
     client = _client()
