@@ -293,7 +293,8 @@ def run_job(job: Job, args: argparse.Namespace, settings: Settings, summary: Sum
             frames.append(_infer(df, job, args, settings, summary))
     if "inference" in job.tasks:
         out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        path = str(args.output_file or f"dfp_detections_{job.source}.csv")
+        default = Path(settings.run_dir) / "dfp" / f"detections_{job.source}.csv"
+        path = str(args.output_file or default)
         if path in summary.outputs:  # a second inference job must not overwrite the first
             stem, dot, ext = path.rpartition(".")
             path = f"{stem}-{len(summary.outputs) + 1}.{ext}" if dot else f"{path}-2"
@@ -333,7 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="max epochs (early stopping on)")
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--all_events", action="store_true", help="write every scored event")
-    p.add_argument("--output_file", default=None, help=".csv or .jsonl (fsspec URL allowed)")
+    p.add_argument(
+        "--output_file",
+        default=None,
+        help=".csv or .jsonl, fsspec URL allowed (default <run_dir>/dfp/detections_<source>.csv)",
+    )
     p.add_argument("--log_level", default=None)
     return p
 
