@@ -13,10 +13,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from secml.dfp.model import AutoEncoder
 from secml.naming import GENERIC_USER, user_to_model_name
 from secml.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,8 @@ class ModelRegistry:
         self.loads = 0
 
     # ------------------------------------------------------------------ listing
-    def _client(self):  # noqa: ANN202 - MlflowClient, imported lazily
+    def _client(self) -> MlflowClient:
+        """A client of this registry's tracking server."""
         from mlflow import MlflowClient
 
         return MlflowClient(self.tracking_uri)
@@ -106,7 +111,7 @@ class ModelRegistry:
         """Fetch one model version from MLflow."""
         from secml.dfp.train import load_version
 
-        return load_version(name, version, device=self.device)
+        return load_version(name, version, device=self.device, tracking_uri=self.tracking_uri)
 
     def load(self, name: str, version: str) -> AutoEncoder:
         """The model ``name``/``version``, from the LRU cache or freshly loaded."""

@@ -131,11 +131,22 @@ def _window(df: pd.DataFrame) -> tuple[str | None, str | None]:
     return ts.min().isoformat(), ts.max().isoformat()
 
 
-def load_version(name: str, version: str, device: str = "auto", client: Any = None) -> AutoEncoder:
+def load_version(
+    name: str, version: str, device: str = "auto", tracking_uri: str | None = None
+) -> AutoEncoder:
     """Download model version ``name``/``version`` from MLflow and load its autoencoder."""
+    uri = tracking_uri or get_settings().mlflow_tracking_uri
+    # ``models:/`` URIs resolve through the process-wide registry URI, not the argument
+    if mlflow.get_tracking_uri() != uri:
+        mlflow.set_tracking_uri(uri)
+    if mlflow.get_registry_uri() != uri:
+        mlflow.set_registry_uri(uri)
     with tempfile.TemporaryDirectory(prefix="dfp-model-") as tmp:
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+            artifact_uri=f"models:/{name}/{version}",
+            dst_path=tmp,
+            tracking_uri=uri,
+            registry_uri=uri,
         )
         return AutoEncoder.load(find_model_dir(local), device=device)
 
