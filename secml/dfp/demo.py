@@ -38,10 +38,10 @@ log = logging.getLogger(__name__)
 def demo(
     settings: Settings | None = None,
     sources: Sequence[str] = ("duo",),
-    n_users: int = 24,
-    days: int = 14,
-    attack_days: int = 3,
-    n_attacks: int = 20,
+    n_users: int = 20,
+    days: int = 30,
+    attack_days: int = 5,
+    n_attacks: int = 30,
     model_params: dict[str, Any] | None = None,
     workers: int = 2,
     seed: int = 42,
@@ -111,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: run the demo against the configured MLflow and print the summary."""
     p = argparse.ArgumentParser(prog="python -m secml.dfp.demo", description=__doc__.split("\n")[0])
     p.add_argument("--source", choices=["duo", "azure", "both"], default="duo")
-    p.add_argument("--users", type=int, default=24)
-    p.add_argument("--days", type=int, default=14)
+    p.add_argument("--users", type=int, default=20)
+    p.add_argument("--days", type=int, default=30)
     p.add_argument("--epochs", type=int, default=15)
     args = p.parse_args(argv)
     settings = get_settings()
