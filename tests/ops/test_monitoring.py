@@ -341,7 +341,7 @@ def _wait_for(
     return False
 
 
-def _abp_traffic(settings: Settings, tmp_path: Path) -> Callable[[], None]:
+def _abp_traffic(settings: Settings, tmp_path: Path) -> tuple[Callable[[], None], str]:
     """Train, register, promote and sync a tiny ABP model; return a function that sends traffic.
 
     Counter series are created by the first request, so ``rate()`` needs traffic spread over
@@ -366,8 +366,9 @@ def _abp_traffic(settings: Settings, tmp_path: Path) -> Callable[[], None]:
         info = mlflow.xgboost.log_model(
             booster, name="model", model_format="ubj", registered_model_name=MODEL_NAME
         )
+    version = str(info.registered_model_version)
     MlflowClient(settings.mlflow_tracking_uri).set_registered_model_alias(
-        MODEL_NAME, PROD_ALIAS, str(info.registered_model_version)
+        MODEL_NAME, PROD_ALIAS, version
     )
     sync_abp(settings)
 
@@ -396,7 +397,7 @@ def _abp_traffic(settings: Settings, tmp_path: Path) -> Callable[[], None]:
         assert client.post(url, json=bad).status_code == 401
         client.get(f"{settings.mlflow_tracking_uri}/health")
 
-    return send
+    return send, version
 
 
 def _flow_runs() -> None:
@@ -440,7 +441,7 @@ def test_every_panel_has_live_data(
         pytest.fail(f"could not start the exporter and consumer: {exc}", pytrace=False)
 
     _flow_runs()
-    send = _abp_traffic(settings, tmp_path)
+    send, abp_version = _abp_traffic(settings, tmp_path)
 
     # The alert rules are loaded and healthy.
     rules = httpx.get(f"{settings.prometheus_url}/api/v1/rules", timeout=10).json()["data"]
@@ -467,7 +468,8 @@ def test_every_panel_has_live_data(
         "sum(rate(gateway_detections_stored_total[5m])) > 0",
         "sum(rate(nv_inference_request_success[5m])) > 0",
         "sum(rate(mlflow_http_request_total[5m])) > 0",
-        'registry_production_version{model="abp-nvsmi-xgb"}',
+        f'registry_production_version{{model="abp-nvsmi-xgb",version="{abp_version}"}}',
+        f'gateway_model_version_info{{model="abp-nvsmi-xgb",version="{abp_version}"}}',
         'increase(prefect_flow_runs_finished_total{state="failed"}[1h]) > 0',
         'gateway_labels_precision{detector="abp"} < 1',
     ]
@@ -475,6 +477,14 @@ def test_every_panel_has_live_data(
         assert _wait_for(settings, expr, 120, tick=send), f"no data for {expr} after 120 s"
     send()
     time.sleep(12)  # one more scrape after the last traffic
+
+    # The gateway's model labels and the exporter's registry labels agree (no false alarm).
+    mismatch = _query(
+        settings,
+        'max by (model, version) (gateway_model_version_info{model="abp-nvsmi-xgb"} == 1)'
+        " unless on (model, version) registry_production_version",
+    )["result"]
+    assert mismatch == [], f"served versions not matching the registry: {mismatch}"
 
     present = set(
         httpx.get(f"{settings.prometheus_url}/api/v1/label/__name__/values", timeout=10).json()[
@@ -485,7 +495,9 @@ def test_every_panel_has_live_data(
     failures: list[str] = []
     for d in monitoring.load_dashboards():
         for title, expr in monitoring.panel_queries(d):
-            if _query(settings, expr)["result"]:
+            # A scrape can time out on a busy machine: give an empty query 30 s more of traffic.
+            timeout = 0 if title in NO_LOCAL_DATA else 30
+            if _query(settings, expr)["result"] or _wait_for(settings, expr, timeout, send):
                 continue
             where = f"{d['title']} / {title}"
             missing = [n for n in monitoring.metric_names(expr) if n not in present]
