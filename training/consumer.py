@@ -490,7 +490,7 @@ class ControlConsumer:
         poll_timeout_ms: int = 500,
         client_id: str = "secml-control-consumer",
     ) -> None:
-        from kafka import KafkaConsumer, KafkaProducer
+        from kafka import KafkaConsumer
 
         self.settings = s = settings or get_settings()
         self.topic = s.kafka_control_topic
@@ -509,13 +509,7 @@ class ControlConsumer:
             heartbeat_interval_ms=3000,
             reconnect_backoff_max_ms=2000,
         )
-        self.producer = KafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap_servers,
-            acks="all",
-            retries=5,
-            max_block_ms=10000,
-            reconnect_backoff_max_ms=2000,
-        )
+        self.producer = self._make_producer()
         self.ledger = ledger or DispatchLedger(ledger_url(s))
         self.dispatcher = dispatcher or PrefectDispatcher(s.prefect_api_url)
         self.metrics = metrics or ConsumerMetrics()
@@ -526,6 +520,18 @@ class ControlConsumer:
         self._stop = threading.Event()
         self._last_lag = 0.0
         self._backoff_s = 1.0
+
+    def _make_producer(self) -> Any:
+        """The dead-letter producer: acks from all replicas, bounded waits if the broker is away."""
+        from kafka import KafkaProducer
+
+        return KafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            acks="all",
+            retries=5,
+            max_block_ms=10000,
+            reconnect_backoff_max_ms=2000,
+        )
 
     # -- the loop
     def stop(self) -> None:
@@ -642,7 +648,7 @@ class ControlConsumer:
             rec, d = todo[key]
             if isinstance(run_id, DispatchError):
                 exc = run_id
-                log.error("message %s → %s: %s", d.message_id, d.deployment, exc)
+                log.warning("message %s → %s: %s (will retry)", d.message_id, d.deployment, exc)
                 self.metrics.dispatch_errors.inc()
                 res.failed += 1
                 failed.append(rec)
@@ -713,16 +719,21 @@ class ControlConsumer:
                 ("original-partition", str(rec.partition).encode()),
                 ("original-offset", str(rec.offset).encode()),
             ]
-            fut = self.producer.send(
-                dlq, json.dumps(envelope).encode("utf-8"), key=rec.key, headers=headers
-            )
+            try:
+                fut = self.producer.send(
+                    dlq, json.dumps(envelope).encode("utf-8"), key=rec.key, headers=headers
+                )
+            except KafkaError as exc:
+                fut = exc
             sent.append((rec, err, fut))
         failed = []
         for rec, err, fut in sent:
             try:
+                if isinstance(fut, KafkaError):
+                    raise fut
                 fut.get(timeout=15)
             except KafkaError as exc:
-                log.error("dead-lettering offset %d failed: %s", rec.offset, exc)
+                log.warning("dead-lettering offset %d failed (%s); will retry", rec.offset, exc)
                 failed.append(rec)
                 continue
             self.ledger.record_dead_letter(rec.topic, rec.partition, rec.offset, str(err))
@@ -736,6 +747,12 @@ class ControlConsumer:
                 dlq,
                 err,
             )
+        if failed:
+            # Drop what the producer still buffers, so the retry is the only copy it sends
+            # (a record that reached the broker just before it went away may still appear twice:
+            # dead letters are at least once; their ``topic/partition/offset`` identify them).
+            self.producer.close(timeout=0)
+            self.producer = self._make_producer()
         return failed
 
     def _rewind(self, records: list[Any]) -> None:

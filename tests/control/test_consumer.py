@@ -474,13 +474,18 @@ def _read_topic(settings: Settings, topic: str, expect: int, timeout_s: float = 
     return out
 
 
-def _assert_dead_letters(settings: Settings, stream: Stream) -> None:
-    """The dead-letter topic holds each malformed record once, with its error and exact bytes."""
+def _assert_dead_letters(settings: Settings, stream: Stream, exactly_once: bool = True) -> None:
+    """The dead-letter topic holds each malformed record (once), with its error and exact bytes.
+
+    Dead letters are at least once: a send that timed out while the broker was away may have
+    landed anyway and is sent again, so the restart test allows repeats (same source offset).
+    """
     recs = _read_topic(settings, settings.kafka_dead_letter_topic, len(stream.malformed))
     envelopes = [json.loads(r.value) for r in recs]
     by_offset = Counter(e["offset"] for e in envelopes)
     assert set(by_offset) == set(stream.malformed)
-    assert all(v == 1 for v in by_offset.values()), by_offset
+    if exactly_once:
+        assert all(v == 1 for v in by_offset.values()), by_offset
     for env in envelopes:
         assert base64.b64decode(env["original_b64"]) == stream.malformed[env["offset"]]
         assert env["topic"] == settings.kafka_control_topic
@@ -591,7 +596,7 @@ def test_broker_restart_mid_stream(
             consumer.close()
     try:
         _assert_exactly_once(stream, standins)
-        _assert_dead_letters(s, stream)
+        _assert_dead_letters(s, stream, exactly_once=False)
         assert _committed(s) == 120
     finally:
         stack.down(["kafka"], timeout_s=15)
