@@ -1,0 +1,127 @@
+"""ABP benchmark: training time, held-out metrics per profile, and batch-pipeline throughput.
+
+The pipeline (file -> JSON parse -> 18 features -> XGBoost -> file) is timed end to end on N
+generated rows and compared with xgboost's in-process ``inplace_predict`` on the same rows'
+feature matrix (already parsed, in memory): the ratio says what the file and string handling
+costs on top of the model itself. Everything is measured in this one run.
+
+    python -m bench.bench_abp --rows 10000,100000 [--rows 1000000] [--trees 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from secml.abp import model as m
+from secml.abp.features import to_matrix
+from secml.abp.generator import generate
+from training import abp_pipeline as pipe
+
+ROWS_PER_GPU = 2160  # 6 hours at 10 s
+
+
+def _head(src: Path, dst: Path, n: int) -> None:
+    """Copy the first ``n`` lines of ``src`` to ``dst``."""
+    with src.open() as fi, dst.open("w") as fo:
+        for i, line in enumerate(fi):
+            if i >= n:
+                break
+            fo.write(line)
+
+
+def bench_training(work: Path, gpus: int, trees: int, seed: int) -> tuple[object, dict]:
+    """Generate a fleet, train on 3/4 of the GPUs; print timings and held-out metrics."""
+    t0 = time.perf_counter()
+    data, labels = generate(work / "train", gpus=gpus, hours=6, seed=seed)
+    t1 = time.perf_counter()
+    ds, counts = m.build_dataset(m.read_jsonlines(str(data)), m.read_labels(str(labels)))
+    t2 = time.perf_counter()
+    tr, te = m.split(ds, "gpu", 0.25, seed)
+    booster = m.train(ds.subset(tr), m.TrainParams(n_estimators=trees, seed=seed))
+    t3 = time.perf_counter()
+    test = ds.subset(te)
+    metrics = m.evaluate(test.y, m.score(booster, test.X), test.profile)
+    print(f"\n== training ({m.device()}): {counts['rows']} rows, {gpus} GPUs, {trees} trees")
+    print(f"generate {t1 - t0:7.2f} s | load+features {t2 - t1:7.2f} s | "
+          f"train {t3 - t2:7.2f} s ({len(tr)} rows)")  # fmt: skip
+    print(f"held-out GPUs ({len(te)} rows): F1 {metrics['f1']:.4f}  precision "
+          f"{metrics['precision']:.4f}  recall {metrics['recall']:.4f}  ROC AUC "
+          f"{metrics['roc_auc']:.4f}  fp {metrics['fp']}  fn {metrics['fn']}")  # fmt: skip
+    print(f"{'profile':<18}{'rows':>8}  rate")
+    for key, value in sorted(metrics.items()):
+        if key.startswith(("recall_", "specificity_")):
+            prof = key.split("_", 1)[1]
+            print(f"{prof:<18}{metrics['rows_' + prof]:>8}  {key.split('_')[0]} {value:.4f}")
+    return booster, metrics
+
+
+def bench_pipeline(work: Path, booster: object, rows: list[int], seed: int) -> None:
+    """Time the pipeline and inplace_predict on the same rows; print a table with the ratio."""
+    model_path = work / "booster.ubj"
+    booster.save_model(str(model_path))  # type: ignore[attr-defined]
+    scorer = pipe.local_scorer(str(model_path))[0]
+    largest = max(rows)
+    src, _ = generate(work / "score", gpus=math.ceil(largest / ROWS_PER_GPU), hours=6,
+                      seed=seed + 1)  # fmt: skip
+    head = ("rows", "pipeline s", "pipeline rows/s", "feat+score rows/s", "inplace rows/s",
+            "inplace/pipeline")  # fmt: skip
+    table = []
+    for n in rows:
+        inp, out = work / f"in-{n}.jsonlines", work / f"out-{n}.jsonlines"
+        _head(src, inp, n)
+        summary = pipe.run([str(inp)], str(out), scorer, progress=False)
+        assert summary.scored == n, summary.line()
+        records = m.read_jsonlines(str(inp))
+        t0 = time.perf_counter()
+        X = to_matrix(records)
+        m.score(booster, X)  # type: ignore[arg-type]
+        feat_score = time.perf_counter() - t0
+        best = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            booster.inplace_predict(X)  # type: ignore[attr-defined]
+            best = min(best, time.perf_counter() - t0)
+        pipe_rps, inplace_rps = summary.rows_per_s, n / best
+        table.append((n, summary.seconds, pipe_rps, n / feat_score, inplace_rps,
+                      inplace_rps / pipe_rps))  # fmt: skip
+        del records, X
+        inp.unlink()
+        out.unlink()
+    print("\n== batch pipeline (file -> file, in-process XGBoost) vs inplace_predict")
+    print(" | ".join(f"{h:>17}" for h in head))
+    for r in table:
+        print(f"{r[0]:>17,} | {r[1]:>17.2f} | {r[2]:>17,.0f} | {r[3]:>17,.0f} | {r[4]:>17,.0f} | "
+              f"{r[5]:>16.1f}x")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="10000,100000", help="comma-separated row counts")
+    parser.add_argument("--gpus", type=int, default=24, help="GPUs in the training fleet")
+    parser.add_argument("--trees", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
+    args = parser.parse_args(argv)
+    rows = [int(x) for x in args.rows.split(",") if x]
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-abp-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        booster, _ = bench_training(work, args.gpus, args.trees, args.seed)
+        bench_pipeline(work, booster, rows, args.seed)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"\nnumpy {np.__version__}; machine load affects all columns alike (one run).")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
