@@ -11,7 +11,9 @@ MLflow's model registry and serves what it finds on ``/metrics``
 - ``prefect_flow_run_duration_seconds{flow,state}``: run time of finished runs (histogram);
 - ``registry_production_version{model,version}``: the version behind each model's
   ``production`` alias (the value is the version number);
-- ``registry_production_metric{model,metric}``: the metrics logged by that version's run;
+- ``registry_production_metric{model,metric}``: the metrics logged by that version's run
+  (DFP per-user models are left out of both, as in the gateway, to bound cardinality);
+- ``registry_production_models{family}``: how many models of a family have a production alias;
 - ``gateway_labels_precision{detector,model_version}``: true positives over labelled detections
   (analysts' latest labels in the detections store), the Detectors dashboard's precision;
 - ``store_labelled_detections{detector,model_version,label}``: the counts behind it;
@@ -84,6 +86,7 @@ class TrainingExporter:
         self.http = http or httpx.Client(timeout=10.0)
         self._mlflow = mlflow_client
         self._store = store
+        self._metrics_cache: dict[tuple[str, str], dict[str, float]] = {}
         self.labels_interval_s = labels_interval_s
         self._labels_polled_at = -math.inf
         self._seen: set[str] = set()
@@ -112,6 +115,12 @@ class TrainingExporter:
             "registry_production_version",
             "Version behind the model's production alias (value: the version number).",
             ["model", "version"],
+            registry=self.registry,
+        )
+        self.production_models = Gauge(
+            "registry_production_models",
+            "Models with a production alias, by family (e.g. dfp-duo counts every user model).",
+            ["family"],
             registry=self.registry,
         )
         self.production_metric = Gauge(
@@ -245,15 +254,29 @@ class TrainingExporter:
             token = getattr(page, "token", None)
             if not token:
                 break
+        families: dict[str, int] = {}
         self.production.clear()
         self.production_metric.clear()
         for name, version in sorted(production.items()):
+            family = _family(name)
+            families[family] = families.get(family, 0) + 1
+            if _per_user(name):
+                continue  # one series per user would explode cardinality (as in the gateway)
             self.production.labels(model=name, version=version).set(float(version))
-            run_id = client.get_model_version(name, version).run_id
-            if not run_id:
-                continue
-            for metric, value in _numeric(client.get_run(run_id).data.metrics.items()):
+            for metric, value in self._version_metrics(client, name, version).items():
                 self.production_metric.labels(model=name, metric=metric).set(value)
+        self.production_models.clear()
+        for family, n in sorted(families.items()):
+            self.production_models.labels(family=family).set(n)
+
+    def _version_metrics(self, client: Any, name: str, version: str) -> dict[str, float]:
+        """The finite metrics of a model version's run (cached: a version's run never changes)."""
+        key = (name, version)
+        if key not in self._metrics_cache:
+            run_id = client.get_model_version(name, version).run_id
+            metrics = dict(_numeric(client.get_run(run_id).data.metrics.items())) if run_id else {}
+            self._metrics_cache[key] = metrics
+        return self._metrics_cache[key]
 
     # -- detections store ---------------------------------------------------------------
     def poll_labels(self) -> None:
@@ -297,6 +320,16 @@ class TrainingExporter:
             else:
                 self.api_up.labels(api=api).set(1)
         self.last_poll.set(time.time())
+
+
+def _per_user(name: str) -> bool:
+    """Whether a registered model is a DFP per-user model (``dfp-<source>-<user>``)."""
+    return name.startswith("dfp-") and not name.endswith("-generic") and name.count("-") >= 2
+
+
+def _family(name: str) -> str:
+    """The model family: the first two parts of the name (``dfp-duo``, ``abp-nvsmi``)."""
+    return "-".join(name.split("-")[:2])
 
 
 def _terminal(run: dict[str, Any]) -> bool:

@@ -69,6 +69,7 @@ class FakeMlflow:
     def __init__(self, models: dict[str, dict[str, str]], metrics: dict[str, dict[str, Any]]):
         self.models = models
         self.metrics = metrics
+        self.run_reads: list[str] = []
 
     def search_registered_models(self, max_results: int, page_token: str | None) -> Paged:
         page = Paged(SimpleNamespace(name=n, aliases=a) for n, a in self.models.items())
@@ -78,6 +79,7 @@ class FakeMlflow:
         return SimpleNamespace(run_id=f"run-{name}-{version}")
 
     def get_run(self, run_id: str) -> SimpleNamespace:
+        self.run_reads.append(run_id)
         return SimpleNamespace(data=SimpleNamespace(metrics=self.metrics.get(run_id, {})))
 
 
@@ -217,13 +219,19 @@ def test_registry_production_versions_and_metrics() -> None:
     exp.poll_registry()
     text = generate_latest(exp.registry).decode()
     assert 'registry_production_version{model="abp-nvsmi-xgb",version="3"} 3.0' in text
-    assert 'registry_production_version{model="dfp-duo-alice",version="12"} 12.0' in text
-    assert "dfp-duo-generic" not in text
+    assert "dfp-duo-alice" not in text  # per-user models are counted, not listed
+    assert "dfp-duo-generic" not in text  # no production alias
+    assert _value(exp, "registry_production_models", family="dfp-duo") == 1
+    assert _value(exp, "registry_production_models", family="abp-nvsmi") == 1
     assert _value(exp, "registry_production_metric", model="abp-nvsmi-xgb", metric="f1") == 0.97
     assert _value(exp, "registry_production_metric", model="abp-nvsmi-xgb", metric="bad") is None
-    # The alias moves: the old version disappears.
+    # The alias moves: the old version disappears; a version's run is read once.
     mlflow.models["abp-nvsmi-xgb"] = {"production": "4"}
+    mlflow.models["dfp-azure-generic"] = {"production": "2"}
     exp.poll_registry()
+    exp.poll_registry()
+    assert mlflow.run_reads.count("run-abp-nvsmi-xgb-4") == 1
+    assert _value(exp, "registry_production_version", model="dfp-azure-generic", version="2") == 2
     assert _value(exp, "registry_production_version", model="abp-nvsmi-xgb", version="3") is None
     assert _value(exp, "registry_production_version", model="abp-nvsmi-xgb", version="4") == 4
 
