@@ -112,6 +112,11 @@ def local_scorer(model: str) -> tuple[Scorer, str, float | None]:
     if Path(model).exists():
         booster = load_booster(model)
         name = str(model)
+    elif ":/" not in model:
+        raise PipelineError(
+            f"model file {model!r} does not exist; pass a booster file or an MLflow URI "
+            f"such as models:/{MODEL_NAME}@{PROD_ALIAS}"
+        )
     else:
         import mlflow
 
@@ -354,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except PipelineError as exc:
         log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("cannot read or write a file: %s", exc)
         return 2
     finally:
         if triton is not None:

@@ -84,6 +84,7 @@ def expand(paths: str | Sequence[str]) -> list[str]:
     files: list[str] = []
     for p in paths:
         fs, _, found = fsspec.get_fs_token_paths(p)
+        found = [f for f in found if fs.isfile(f)]
         if not found:
             raise DataError(f"no file matches {p!r}")
         proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]

@@ -102,6 +102,12 @@ def test_missing_input_and_model_give_clear_errors(
     assert pipe.main(["--input", str(tmp_path / "nope*.jsonlines"), "--output", out,
                       "--model", str(fleet.model_path), "--no-progress"]) == 2  # fmt: skip
     assert any("no file matches" in r.message for r in caplog.records)
+    assert pipe.main(["--input", str(tmp_path / "missing.jsonlines"), "--output", out,
+                      "--model", str(fleet.model_path), "--no-progress"]) == 2  # fmt: skip
+    assert pipe.main(["--input", str(fleet.data), "--output", out,
+                      "--model", str(tmp_path / "no-model.ubj"), "--no-progress"]) == 2  # fmt: skip
+    assert any("model file" in r.message and "does not exist" in r.message
+               for r in caplog.records)  # fmt: skip
 
 
 def _closed_port() -> int:
