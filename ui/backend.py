@@ -84,11 +84,12 @@ def filter_detections(
             out = out[out[col].isin(wanted)]
     if (start or end) and "event_time" in out.columns:
         times = pd.to_datetime(out["event_time"], utc=True, errors="coerce")
+        keep = pd.Series(True, index=out.index)
         if start:
-            out = out[times >= pd.Timestamp(start).tz_convert("UTC")]
-            times = times.loc[out.index]
+            keep &= times.isna() | (times >= pd.Timestamp(start).tz_convert("UTC"))
         if end:
-            out = out[times <= pd.Timestamp(end).tz_convert("UTC")]
+            keep &= times.isna() | (times <= pd.Timestamp(end).tz_convert("UTC"))
+        out = out[keep]  # a detection without an event time is never hidden by the range
     scol = score_column(out)
     if min_score is not None and scol:
         out = out[pd.to_numeric(out[scol], errors="coerce") >= min_score]

@@ -28,6 +28,8 @@ def test_filter_detections_by_every_field(seeded_store) -> None:
         df, start=datetime(2026, 11, 21, tzinfo=UTC), end=datetime(2026, 11, 21, 23, tzinfo=UTC)
     )
     assert sorted(day["score"]) == [0.98, 2.3]
+    undated = df.iloc[:1].assign(event_time=pd.NaT)
+    assert len(backend.filter_detections(undated, start=datetime(2030, 1, 1, tzinfo=UTC))) == 1
     seeded_store.add_label(int(df["detection_id"].iloc[0]), "true_positive", user="x")
     unl = backend.filter_detections(seeded_store.detections(), unlabelled_only=True)
     assert len(unl) == 3

@@ -50,11 +50,28 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
+def _choose(page, label: str, option: re.Pattern[str], tries: int = 6) -> None:
+    """Open a selectbox and click an option; retry when a rerun closes the list under us."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
+    for attempt in range(tries):
+        box.click()
+        try:
+            page.get_by_role("option", name=option).click(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
+            page.keyboard.press("Escape")
+
+
 def test_sign_in_open_label_and_find_it_in_the_store(ui_server: Settings, browser) -> None:
     from playwright.sync_api import expect
 
     from secml.store import DetectionStore
 
+    expect.set_options(timeout=60_000)  # Streamlit renders after its websocket round trips
     store = DetectionStore(str(ui_server.store_url))
     det_id = store.add_detections(detection_rows()[:1])[0]
     page = browser.new_page()
@@ -68,8 +85,7 @@ def test_sign_in_open_label_and_find_it_in_the_store(ui_server: Settings, browse
 
     page.get_by_role("link", name="Detections").click()
     expect(page.get_by_text(re.compile(r"\d+ detections match"))).to_be_visible()
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="Open detection").click()
-    page.get_by_role("option", name=re.compile(rf"^#{det_id} ")).click()
+    _choose(page, "Open detection", re.compile(rf"^#{det_id} "))
     expect(page.get_by_text(f"Detection #{det_id}")).to_be_visible()
     expect(page.get_by_text("Per-feature z-scores")).to_be_visible()
 
