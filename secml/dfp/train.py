@@ -108,7 +108,7 @@ def exclude_confirmed_anomalies(df: pd.DataFrame, source: str, store: Any = None
 
 def experiment_id(source: str, client: Any = None) -> str:
     """The MLflow experiment ``dfp-<source>``, created if missing (safe across threads)."""
-    client = client or MlflowClient()
+    client = client or MlflowClient(get_settings().mlflow_tracking_uri)
     name = f"dfp-{source}"
     with _exp_lock:
         exp = client.get_experiment_by_name(name)
@@ -181,7 +181,7 @@ def promote_if_not_worse(
     """Move ``production`` to ``version`` unless its validation loss is worse than the current
     production version's beyond ``tolerance`` (relative). Returns (promoted, champion, its loss).
     """
-    client = client or MlflowClient()
+    client = client or MlflowClient(get_settings().mlflow_tracking_uri)
     try:
         champ = client.get_model_version_by_alias(name, PRODUCTION_ALIAS)
     except MlflowException:
