@@ -193,14 +193,23 @@ def test_every_setting_is_in_env_example() -> None:
 
 
 def test_env_example_values_parse() -> None:
-    """The active SECML_* lines of .env.example are valid values for Settings."""
+    """The active SECML_* lines of .env.example are valid values for Settings, each set once."""
     values = {}
-    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+    for n, line in enumerate(ENV_EXAMPLE.read_text(encoding="utf-8").splitlines(), 1):
         m = re.match(r"^SECML_([A-Z0-9_]+)=(.*)$", line)
         if m:
+            assert m.group(1).lower() not in values, (
+                f".env.example line {n}: SECML_{m.group(1)} again"
+            )
             values[m.group(1).lower()] = m.group(2)
     settings = Settings(**values)
     assert settings.environment == "local"
+    # The values shown are the defaults, so the file documents what an unset variable means.
+    for name, text in values.items():
+        default = Settings.model_fields[name].default
+        if hasattr(default, "get_secret_value"):
+            default = default.get_secret_value()
+        assert text == str(default), f"SECML_{name.upper()}={text} but the default is {default}"
 
 
 def test_mounted_and_built_paths_exist(services: dict[str, dict[str, Any]]) -> None:
