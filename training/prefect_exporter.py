@@ -87,6 +87,7 @@ class TrainingExporter:
         self._mlflow = mlflow_client
         self._store = store
         self._metrics_cache: dict[tuple[str, str], dict[str, float]] = {}
+        self._published: dict[int, set[tuple[str, ...]]] = {}
         self.labels_interval_s = labels_interval_s
         self._labels_polled_at = -math.inf
         self._seen: set[str] = set()
@@ -227,9 +228,7 @@ class TrainingExporter:
         # Remember the counted runs still in the window so none is counted twice.
         self._seen = counted
         self._polled = True
-        self.runs.clear()
-        for (flow, state), n in counts.items():
-            self.runs.labels(flow=flow, state=state).set(n)
+        self._publish(self.runs, {k: float(n) for k, n in counts.items()})
 
     # -- MLflow registry ---------------------------------------------------------------
     def _mlflow_client(self) -> Any:
@@ -255,19 +254,19 @@ class TrainingExporter:
             if not token:
                 break
         families: dict[str, int] = {}
-        self.production.clear()
-        self.production_metric.clear()
+        versions: dict[tuple[str, ...], float] = {}
+        metrics: dict[tuple[str, ...], float] = {}
         for name, version in sorted(production.items()):
             family = _family(name)
             families[family] = families.get(family, 0) + 1
             if _per_user(name):
                 continue  # one series per user would explode cardinality (as in the gateway)
-            self.production.labels(model=name, version=version).set(float(version))
+            versions[(name, version)] = float(version)
             for metric, value in self._version_metrics(client, name, version).items():
-                self.production_metric.labels(model=name, metric=metric).set(value)
-        self.production_models.clear()
-        for family, n in sorted(families.items()):
-            self.production_models.labels(family=family).set(n)
+                metrics[(name, metric)] = value
+        self._publish(self.production, versions)
+        self._publish(self.production_metric, metrics)
+        self._publish(self.production_models, {(f,): float(n) for f, n in families.items()})
 
     def _version_metrics(self, client: Any, name: str, version: str) -> dict[str, float]:
         """The finite metrics of a model version's run (cached: a version's run never changes)."""
@@ -294,16 +293,31 @@ class TrainingExporter:
             for (version, label), n in grouped.items():
                 counts = rows.setdefault((detector, str(version)), dict.fromkeys(LABELS, 0))
                 counts[str(label)] = counts.get(str(label), 0) + int(n)
-        self.precision.clear()
-        self.labelled.clear()
+        labelled: dict[tuple[str, ...], float] = {}
+        precision: dict[tuple[str, ...], float] = {}
         for (detector, version), counts in sorted(rows.items()):
             for label, n in counts.items():
-                self.labelled.labels(detector=detector, model_version=version, label=label).set(n)
+                labelled[(detector, version, label)] = float(n)
             judged = counts["true_positive"] + counts["false_positive"]
             if judged:
-                self.precision.labels(detector=detector, model_version=version).set(
-                    counts["true_positive"] / judged
-                )
+                precision[(detector, version)] = counts["true_positive"] / judged
+        self._publish(self.labelled, labelled)
+        self._publish(self.precision, precision)
+
+    def _publish(self, gauge: Gauge, values: dict[tuple[str, ...], float]) -> None:
+        """Set ``values`` on a labelled gauge and drop the label sets no longer present.
+
+        Unlike ``clear()`` then ``set()``, a scrape in between never sees the series missing.
+        """
+        for key, value in values.items():
+            gauge.labels(*key).set(value)
+        previous = self._published.get(id(gauge), set())
+        for key in previous - set(values):
+            try:
+                gauge.remove(*key)
+            except KeyError:
+                pass
+        self._published[id(gauge)] = set(values)
 
     def poll(self) -> None:
         """Poll each API; a failing one is logged and marked down, the others still update."""
