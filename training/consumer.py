@@ -15,7 +15,13 @@ Guarantees:
   created with a Prefect idempotency key, so even a crash between creating the run and writing
   the ledger gets the existing run back from Prefect instead of a new one;
 * a broker that goes away is survived: kafka-python reconnects, uncommitted offsets are retried,
-  and after a rebalance the group resumes from the last committed offset.
+  and after a rebalance the group resumes from the last committed offset;
+* dead letters are at least once (a send that timed out while the broker was away may land
+  twice); the envelope's ``topic/partition/offset`` identify the original record.
+
+Runs are created in bulk (one request and one transaction per deployment per polled batch).
+The training and inference runs of one message are created together: Prefect does not order
+them, so an inference run uses whatever models are in production when it runs.
 
 Metrics (Prometheus, ``settings.consumer_metrics_port``): ``consumer_messages_consumed_total``,
 ``consumer_messages_dispatched_total``, ``consumer_messages_dead_lettered_total``,
