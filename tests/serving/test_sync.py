@@ -74,13 +74,16 @@ def test_abp_alias_move_is_served_with_no_failed_request(
     body = {"detector": "abp", "source": "nvsmi", "records": batch}
     statuses: list[int] = []
     versions: list[str] = []
+    latencies: list[float] = []
     stop = threading.Event()
 
     def traffic() -> None:
         with httpx.Client(timeout=30, headers=api_headers(gateway_server)) as c:
             while not stop.is_set():
+                t0 = time.monotonic()
                 r = c.post(url, json=body)
                 statuses.append(r.status_code)
+                latencies.append(round(time.monotonic() - t0, 2))
                 if r.status_code == 200:
                     versions.append(r.json()["results"][0]["version"])
 
@@ -96,7 +99,8 @@ def test_abp_alias_move_is_served_with_no_failed_request(
         stop.set()
         t.join(timeout=60)
     assert result.changed and result.version == new
-    assert statuses and set(statuses) == {200}, f"failed requests during the swap: {statuses}"
+    bad = [(i, st, latencies[i]) for i, st in enumerate(statuses) if st != 200]
+    assert statuses and not bad, f"failed requests during the swap (index, status, s): {bad}"
     assert versions[0] == old and versions[-1] == new
     # once the new version answered, the old one never came back
     assert old not in versions[versions.index(new) :]
