@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from secml.abp import MODEL_NAME
 from secml.abp.generator import DATA_FILE, generate
 from secml.settings import Settings, get_settings
 
@@ -17,7 +18,11 @@ log = logging.getLogger(__name__)
 
 
 def demo(
-    settings: Settings | None = None, gpus: int = 24, hours: float = 6.0, seed: int = 0
+    settings: Settings | None = None,
+    gpus: int = 24,
+    hours: float = 6.0,
+    seed: int = 0,
+    model_name: str = MODEL_NAME,
 ) -> dict[str, Any]:
     """Generate data under ``<data_dir>/abp`` (if absent), run ``abp-train``; return its result."""
     settings = settings or get_settings()
@@ -28,10 +33,13 @@ def demo(
     os.environ.setdefault("PREFECT_API_URL", str(settings.prefect_api_url))
     from training.abp_flow import abp_train
 
-    result = abp_train(data=[str(out / DATA_FILE)], seed=seed)
+    result = abp_train(
+        data=[str(out / DATA_FILE)], seed=seed, model_name=model_name, min_f1=settings.abp_min_f1
+    )
     gate = result["gate"]
     log.info(
-        "ABP demo: abp-nvsmi-xgb v%s, F1 %.4f, %s",
+        "ABP demo: %s v%s, F1 %.4f, %s",
+        model_name,
         result["version"],
         result["metrics"]["f1"],
         "promoted to production" if gate["promoted"] else f"not promoted: {gate['reason']}",

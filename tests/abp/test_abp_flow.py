@@ -121,3 +121,15 @@ def test_deployment_runs_from_prefect_with_parameters(first, fleet, prefect_work
     run = run_deployment("abp-train/default", parameters=params, timeout=480)
     assert run.state is not None and run.state.is_completed(), run.state
     assert _client().get_model_version_by_alias(name, PROD_ALIAS).version == "1"
+
+
+def test_demo_generates_trains_and_promotes(mlflow_server, prefect_server, tmp_path) -> None:
+    from secml.abp.demo import demo
+
+    # The wiring is under test here (quality is tested above): a small fleet, a low gate.
+    settings = mlflow_server.model_copy(update={"data_dir": tmp_path, "abp_min_f1": 0.5})
+    name = f"abp-nvsmi-xgb-demo-{uuid.uuid4().hex[:6]}"
+    res = demo(settings, gpus=12, hours=1.5, seed=1, model_name=name)
+    assert (tmp_path / "abp" / "nvsmi.jsonlines").exists()
+    assert res["gate"]["promoted"] is True, res["gate"]
+    assert _client().get_model_version_by_alias(name, PROD_ALIAS).version == res["version"]
