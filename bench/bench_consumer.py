@@ -18,6 +18,7 @@ import argparse
 import copy
 import json
 import logging
+import shutil
 import socket
 import tempfile
 import time
@@ -212,6 +213,7 @@ def main() -> None:
     finally:
         if wanted:
             stack.down(wanted, timeout_s=15)
+        shutil.rmtree(run, ignore_errors=True)
 
 
 if __name__ == "__main__":
