@@ -384,6 +384,8 @@ SERVICES: tuple[Service, ...] = (
             "true",
             "--browser.gatherUsageStats",
             "false",
+            "--client.toolbarMode",
+            "viewer",
         ],
         _ui_ready,
     ),
