@@ -231,21 +231,11 @@ def sync_abp(settings: Settings | None = None, client: Any = None) -> SyncResult
 # ---------------------------------------------------------------------------------- DFP
 def production_dfp(client: Any, sources: tuple[str, ...] = ("duo", "azure")) -> dict[str, str]:
     """Every ``dfp-<source>-*`` registered model with a production alias -> its version."""
+    from secml.dfp.registry import production_versions
+
     out: dict[str, str] = {}
     for source in sources:
-        prefix = f"dfp-{source}-"
-        token = None
-        while True:
-            page = client.search_registered_models(
-                filter_string=f"name LIKE '{prefix}%'", max_results=1000, page_token=token
-            )
-            for rm in page:
-                v = (rm.aliases or {}).get(PRODUCTION_ALIAS)
-                if v is not None and rm.name.startswith(prefix):
-                    out[rm.name] = str(v)
-            token = page.token
-            if not token:
-                break
+        out |= production_versions(client, source)
     return out
 
 

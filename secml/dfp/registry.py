@@ -13,7 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from secml.dfp.model import AutoEncoder
 from secml.naming import GENERIC_USER, user_to_model_name
@@ -74,22 +74,7 @@ class ModelRegistry:
 
     def _fetch_listing(self) -> dict[str, str]:
         """Ask MLflow for every ``dfp-<source>-*`` model's ``production`` version."""
-        prefix = f"dfp-{self.source}-"
-        client = self._client()
-        out: dict[str, str] = {}
-        token = None
-        while True:
-            page = client.search_registered_models(
-                filter_string=f"name LIKE '{prefix}%'", max_results=1000, page_token=token
-            )
-            for rm in page:
-                version = (rm.aliases or {}).get(PRODUCTION_ALIAS)
-                if version is not None and rm.name.startswith(prefix):
-                    out[rm.name] = str(version)
-            token = page.token
-            if not token:
-                break
-        return out
+        return production_versions(self._client(), self.source)
 
     def production_models(self, force: bool = False) -> dict[str, str]:
         """Model name -> production version, refreshed when older than ``ttl_s``."""
@@ -167,3 +152,22 @@ def get_registry(source: str, settings: Settings | None = None) -> ModelRegistry
         if key not in _registries:
             _registries[key] = ModelRegistry(source, settings=settings)
         return _registries[key]
+
+
+def production_versions(client: Any, source: str) -> dict[str, str]:
+    """Every ``dfp-<source>-*`` registered model with a ``production`` alias -> its version."""
+    prefix = f"dfp-{source}-"
+    out: dict[str, str] = {}
+    token = None
+    while True:
+        page = client.search_registered_models(
+            filter_string=f"name LIKE '{prefix}%'", max_results=1000, page_token=token
+        )
+        for rm in page:
+            version = (rm.aliases or {}).get(PRODUCTION_ALIAS)
+            if version is not None and rm.name.startswith(prefix):
+                out[rm.name] = str(version)
+        token = page.token
+        if not token:
+            break
+    return out

@@ -20,11 +20,13 @@ _CITIES = (("Ann Arbor", "Michigan", "United States"), ("Berlin", "Berlin", "Ger
 _APPS = ("Office 365 Exchange Online", "Microsoft Teams", "Azure Portal")
 
 
-def small_duo_records(n_per_user: int = 40, seed: int = 0) -> list[dict[str, Any]]:
+def small_duo_records(
+    n_per_user: int = 40, seed: int = 0, users: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     """Raw Duo records: each user keeps one browser, OS, phone and city over a few days."""
     rng = random.Random(seed)
     out = []
-    for u, user in enumerate(USERS):
+    for u, user in enumerate(users or USERS):
         for i in range(n_per_user):
             when = T0 + timedelta(days=i // 10, minutes=37 * (i % 10) + rng.randint(0, 20))
             city, state, country = _CITIES[u % 2]
@@ -33,8 +35,8 @@ def small_duo_records(n_per_user: int = 40, seed: int = 0) -> list[dict[str, Any
                 duo_record(
                     user=user,
                     when=when,
-                    browser=_BROWSERS[u],
-                    os=_OSES[u],
+                    browser=_BROWSERS[u % 3],
+                    os=_OSES[u % 3],
                     auth_device=f"phone-{u}",
                     city=city,
                     state=state,

@@ -4,8 +4,7 @@ the session's real MLflow, promoted to ``production`` and synced into the sessio
 from __future__ import annotations
 
 import json
-import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,35 +74,10 @@ def abp_production(mlflow_server: Settings, abp_records: tuple[list, dict]) -> d
 
 # ---------------------------------------------------------------------------------- DFP
 def duo_records(n_per_user: int = 40, seed: int = 0, users: tuple[str, ...] = ()) -> list[dict]:
-    """Raw Duo records: each user keeps one browser, OS, phone and city over a few days."""
-    from secml.dfp.generator import duo_record
+    """Raw Duo records of the serving tests' users (the DFP tests' builder)."""
+    from tests.dfp.conftest import small_duo_records
 
-    rng = random.Random(seed)
-    users = users or (DFP_USER, *DFP_OTHER_USERS)
-    browsers, oses = ("Chrome", "Firefox", "Edge"), ("Windows", "Mac OS X", "iOS")
-    cities = (("Ann Arbor", "Michigan", "United States"), ("Berlin", "Berlin", "Germany"))
-    out = []
-    for u, user in enumerate(users):
-        for i in range(n_per_user):
-            when = T0 + timedelta(days=i // 10, minutes=37 * (i % 10) + rng.randint(0, 20))
-            city, state, country = cities[u % 2]
-            ok = rng.random() > 0.1
-            out.append(
-                duo_record(
-                    user=user,
-                    when=when,
-                    browser=browsers[u % 3],
-                    os=oses[u % 3],
-                    auth_device=f"phone-{u}",
-                    city=city,
-                    state=state,
-                    country=country,
-                    result="success" if ok else "denied",
-                    reason="user_approved" if ok else "no_response",
-                    rng=rng,
-                )
-            )
-    return out
+    return small_duo_records(n_per_user, seed, users or (DFP_USER, *DFP_OTHER_USERS))
 
 
 TINY_AE = {"encoder_layers": [32, 16], "decoder_layers": [32], "max_epochs": 4, "batch_size": 64}
