@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     triton_grpc_port: int = 8001
     triton_metrics_port: int = 8002
     triton_url: str | None = None
+    triton_grpc_url: str | None = None
     triton_model_repository: Path = ROOT / "triton_models"
     triton_timeout_s: float = 10.0
     triton_venv: Path = ROOT / ".venv-triton"
@@ -115,6 +116,7 @@ class Settings(BaseSettings):
         )
         self.prefect_api_url = self.prefect_api_url or f"http://{h}:{self.prefect_port}/api"
         self.triton_url = self.triton_url or f"{h}:{self.triton_http_port}"
+        self.triton_grpc_url = self.triton_grpc_url or f"{h}:{self.triton_grpc_port}"
         self.gateway_url = self.gateway_url or f"http://{h}:{self.gateway_port}"
         self.ui_url = self.ui_url or f"http://{h}:{self.ui_port}"
         self.kafka_bootstrap_servers = self.kafka_bootstrap_servers or f"{h}:{self.kafka_port}"

@@ -101,10 +101,17 @@ def _download(name: str, version: str, dst: Path, settings: Settings) -> Path:
 class TritonRepo:
     """Triton's model repository API (explicit model control), synchronous."""
 
-    def __init__(self, url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """``url`` is Triton's HTTP ``host:port``."""
+    def __init__(self, url: str, grpc_url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """``url`` is Triton's HTTP ``host:port``, ``grpc_url`` its gRPC ``host:port``.
+
+        Loads go over gRPC: an HTTP repository load holds one of Triton's HTTP worker threads
+        for the whole load, stalling inference requests pinned to that thread
+        (triton-inference-server/server#8958); the gRPC frontend has threads of its own.
+        """
         base = url if url.startswith("http") else f"http://{url}"
         self.http = httpx.Client(base_url=base, timeout=timeout_s)
+        self.grpc_url = grpc_url
+        self.timeout_s = timeout_s
 
     def close(self) -> None:
         """Close the HTTP client."""
@@ -119,12 +126,20 @@ class TritonRepo:
 
     def load(self, model: str, config: dict[str, Any] | None = None) -> None:
         """(Re)load ``model``; with ``config``, override its config.pbtxt for this load."""
-        body: dict[str, Any] = {}
-        if config is not None:
-            body = {"parameters": {"config": json.dumps(config)}}
-        r = self.http.post(f"/v2/repository/models/{model}/load", json=body)
-        if r.status_code != 200:
-            raise SyncError(f"Triton failed to load {model}: HTTP {r.status_code} {r.text}")
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        try:
+            client.load_model(
+                model,
+                config=json.dumps(config) if config is not None else None,
+                client_timeout=self.timeout_s,
+            )
+        except InferenceServerException as exc:
+            raise SyncError(f"Triton failed to load {model}: {exc.message()}") from exc
+        finally:
+            client.close()
 
     def version_ready(self, model: str, version: int) -> bool:
         """True when ``model`` version ``version`` answers ready."""
@@ -207,7 +222,7 @@ def sync_abp(settings: Settings | None = None, client: Any = None) -> SyncResult
         return SyncResult(ABP_MODEL, False, message=f"no {ABP_REGISTERED}@production: {exc}")
     version = str(mv.version)
     top, meta = served_abp(model_dir)
-    triton = TritonRepo(settings.triton_url or "")
+    triton = TritonRepo(settings.triton_url or "", settings.triton_grpc_url or "")
     try:
         if meta is not None and str(meta.get("version")) == version:
             if triton.reachable() and not triton.version_ready(ABP_MODEL, top):

@@ -64,13 +64,6 @@ def test_sync_again_changes_nothing(synced: Settings):
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=False,
-    reason="Triton's HTTP repository load blocks one evhtp worker thread for the whole load "
-    "(triton-inference-server/server#8958, fix #8737): a gateway keep-alive connection pinned to "
-    "that thread waits; when the load takes >10 s on a busy machine that request gets 504. "
-    "Loading over gRPC (needs tritonclient[grpc]) avoids it.",
-)
 def test_abp_alias_move_is_served_with_no_failed_request(
     synced: Settings, gateway_server: Settings, abp_records, abp_production
 ):
