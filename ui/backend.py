@@ -488,14 +488,13 @@ def promotion_history(client: Any, name: str) -> pd.DataFrame:
     """Recorded promotion events of a model, newest first."""
     tags = client.get_registered_model(name).tags or {}
     rows = []
-    for key, value in tags.items():
-        if key.startswith(PROMOTION_TAG):
-            try:
-                rows.append(json.loads(value))
-            except json.JSONDecodeError:
-                log.warning("unreadable promotion tag %s on %s", key, name)
-    df = pd.DataFrame(rows)
-    return df.sort_values("at", ascending=False).reset_index(drop=True) if rows else df
+    # The tag key carries microseconds; ``at`` (seconds) can tie between quick promotions.
+    for key in sorted((k for k in tags if k.startswith(PROMOTION_TAG)), reverse=True):
+        try:
+            rows.append(json.loads(tags[key]))
+        except json.JSONDecodeError:
+            log.warning("unreadable promotion tag %s on %s", key, name)
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- control messages
