@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TRITON_STAMP := $(TRITON_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status logs test test-fast test-integration lint format demo bench clean
+.PHONY: help install up down status logs test test-fast lint format demo bench clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -60,7 +60,7 @@ demo: up ## generate data, train, and send traffic through the gateway
 	$(PY) -m secml.demo
 
 bench: install ## run the benchmarks in bench/
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/bench_*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(PY) -m bench.$$m || exit 1; done
 
 clean: down
 	rm -rf .run
