@@ -89,6 +89,11 @@ class FeatureError(ValueError):
         self.field = field
 
 
+def _is_na(value: Any) -> bool:
+    """True for None and the strings nvidia-smi prints for a missing reading."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in NA_STRINGS)
+
+
 def parse_value(value: Any, field: str, unit: str) -> float:
     """Read one nvidia-smi value ("61.77 W") as a float in ``unit``; N/A and None give NaN."""
     if value is None:
@@ -135,11 +140,15 @@ def parse_record(record: Any, index: int | None = None) -> np.ndarray:
     present = 0
     for j, name in enumerate(FEATURES):
         value = record.get(name, _MISSING)
-        if value is _MISSING:
-            for alias in ALIASES.get(name, ()):
-                value = record.get(alias, _MISSING)
-                if value is not _MISSING:
-                    break
+        if name in ALIASES and (value is _MISSING or _is_na(value)):
+            # Newer drivers print power_draw N/A and the reading under instant_power_draw:
+            # the first alias with a value wins; an all-N/A set stays N/A (present, NaN).
+            for alias in ALIASES[name]:
+                other = record.get(alias, _MISSING)
+                if other is not _MISSING and (value is _MISSING or not _is_na(other)):
+                    value = other
+                    if not _is_na(other):
+                        break
         if value is _MISSING:
             row[j] = math.nan
             continue

@@ -76,8 +76,8 @@ def test_bad_rows_are_skipped_and_reported_by_line(
                        progress=False)  # fmt: skip
     assert (summary.rows, summary.scored, summary.skipped) == (8, 5, 3)
     assert len(out.read_text().splitlines()) == 5
-    assert summary.errors[0].endswith("in.jsonlines:2: invalid JSON (Expecting property name "
-                                      "enclosed in double quotes at column 2)")  # fmt: skip
+    assert "in.jsonlines:2: invalid JSON (" in summary.errors[0]
+    assert summary.errors[0].endswith("key at column 2)")
     assert ":4: expected a JSON object, got list" in summary.errors[1]
     assert ":5: " in summary.errors[2] and "'12 W': unit 'W', expected 'MiB'" in summary.errors[2]
     assert sum("skipped bad row" in r.message for r in caplog.records) == 3

@@ -88,6 +88,23 @@ def test_newer_driver_power_key_is_used() -> None:
     assert row[FEATURES.index(G + "power_readings.power_draw")] == pytest.approx(120.5)
 
 
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"power_readings.power_draw": "N/A", "gpu_power_readings.instant_power_draw": "7 W"}, 7),
+        ({"gpu_power_readings.power_draw": " N/A ", "gpu_power_readings.average_power_draw": "8 W",
+          "gpu_power_readings.instant_power_draw": "9 W"}, 9),
+        ({"power_readings.power_draw": "6 W", "gpu_power_readings.instant_power_draw": "7 W"}, 6),
+        ({"gpu_power_readings.power_draw": "N/A", "gpu_power_readings.instant_power_draw": "N/A"},
+         None),
+    ],
+)  # fmt: skip
+def test_power_falls_back_past_na_to_the_first_reading(fields: dict, expected: float | None):
+    rec = {G + k: v for k, v in fields.items()} | {G + "utilization.gpu_util": "1 %"}
+    value = parse_record(rec)[FEATURES.index(G + "power_readings.power_draw")]
+    assert math.isnan(value) if expected is None else value == pytest.approx(expected)
+
+
 def test_to_matrix_matches_parse_record(fleet) -> None:
     X = to_matrix(fleet.records[:50])
     assert X.shape == (50, 18) and X.dtype == np.float32

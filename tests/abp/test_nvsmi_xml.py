@@ -115,3 +115,54 @@ def test_cli_converts_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     bad = tmp_path / "bad.xml"
     bad.write_text("<foo/>")
     assert main([str(bad)]) == 2
+
+
+# Shaped like driver 580's output: padded values, power_draw N/A beside instant_power_draw,
+# and temperature thresholds printed relative to T.Limit (no absolute max/slow thresholds).
+DRIVER_580 = """<nvidia_smi_log>
+  <driver_version>580.82.07</driver_version>
+  <gpu id="00000000:41:00.0">
+    <product_name>NVIDIA L40S</product_name>
+    <uuid>GPU-41bb</uuid>
+    <fb_memory_usage><total>46068 MiB</total><used> 512 MiB </used>
+      <free> 45023 MiB </free></fb_memory_usage>
+    <utilization><gpu_util> 3 % </gpu_util><memory_util> 1 % </memory_util></utilization>
+    <temperature><gpu_temp> 41 C </gpu_temp><gpu_temp_tlimit>45 C</gpu_temp_tlimit>
+      <gpu_temp_max_tlimit_threshold>-7 C</gpu_temp_max_tlimit_threshold>
+      <gpu_temp_slow_tlimit_threshold>-2 C</gpu_temp_slow_tlimit_threshold></temperature>
+    <gpu_power_readings><power_draw> N/A </power_draw><average_power_draw> N/A </average_power_draw>
+      <instant_power_draw> 83.17 W </instant_power_draw></gpu_power_readings>
+  </gpu>
+</nvidia_smi_log>"""
+
+
+def test_driver_580_layout_reads_power_from_instant_power_draw() -> None:
+    rec = parse_xml(DRIVER_580)[0]
+    row = parse_record(rec)
+    assert row[FEATURES.index(G + "power_readings.power_draw")] == pytest.approx(83.17)
+    assert row[FEATURES.index(G + "fb_memory_usage.used")] == 512
+    assert row[FEATURES.index(G + "utilization.gpu_util")] == 3
+    assert row[FEATURES.index(G + "temperature.gpu_temp")] == 41
+    # T.Limit-relative thresholds are a different quantity: missing, not misread.
+    assert math.isnan(row[FEATURES.index(G + "temperature.gpu_temp_max_threshold")])
+    assert math.isnan(row[FEATURES.index(G + "temperature.gpu_temp_slow_threshold")])
+
+
+def test_mig_layout_keeps_per_instance_memory_apart() -> None:
+    xml = (
+        _xml(IDLE)
+        .replace(
+            "<fb_memory_usage>",
+            "<mig_devices><mig_device><index>0</index><fb_memory_usage><total>9 MiB</total>"
+            "<used>7 MiB</used><free>2 MiB</free></fb_memory_usage></mig_device>"
+            "<mig_device><index>1</index><fb_memory_usage><used>8 MiB</used></fb_memory_usage>"
+            "</mig_device></mig_devices><fb_memory_usage>",
+            1,
+        )
+        .replace("<gpu_util>0 %</gpu_util>", "<gpu_util>N/A</gpu_util>", 1)
+    )
+    rec = parse_xml(xml)[0]
+    assert rec[G + "mig_devices.mig_device.1.fb_memory_usage.used"] == "8 MiB"
+    row = parse_record(rec)
+    assert row[FEATURES.index(G + "fb_memory_usage.used")] == 0
+    assert math.isnan(row[FEATURES.index(G + "utilization.gpu_util")])
