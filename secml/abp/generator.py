@@ -84,7 +84,27 @@ GPU_SPECS: tuple[GpuSpec, ...] = (
             None, 210, 405, 200, 100, 220, 98, 95, 93, None, 4, False, True),
     GpuSpec("NVIDIA H100 80GB HBM3", "NVIDIA", "Hopper", 81559, 131072, 1980, 2619, 1545, 1980,
             2619, 345, 2619, 700, 200, 700, 92, 89, 87, 95, 5, True, False),
+    GpuSpec("NVIDIA A30", "NVIDIA", "Ampere", 24576, 32768, 1440, 1215, 1305, 930, 1215,
+            210, 1215, 165, 100, 165, 92, 89, 85, 95, 4, True, False),
+    GpuSpec("NVIDIA L4", "NVIDIA", "Ada Lovelace", 23034, 32768, 2040, 6251, 1770, 2040, 6251,
+            210, 405, 72, 40, 72, 95, 92, 88, None, 4, True, False),
+    GpuSpec("NVIDIA L40S", "NVIDIA", "Ada Lovelace", 46068, 65536, 2520, 9001, 1965, 2520, 9001,
+            210, 405, 350, 100, 350, 98, 95, 88, None, 4, True, False),
+    GpuSpec("NVIDIA RTX A6000", "NVIDIA RTX", "Ampere", 49140, 256, 2100, 8001, 1950, 1800, 8001,
+            210, 405, 300, 100, 300, 98, 95, 93, None, 4, True, True),
+    GpuSpec("NVIDIA GeForce RTX 4090", "GeForce", "Ada Lovelace", 24564, 256, 3105, 10501, 2415,
+            None, None, 210, 405, 450, 150, 600, 90, 87, 83, None, 4, False, True),
 )  # fmt: skip
+# Driver branches and the XML layout each prints (keys differ; the 18 features stay readable):
+# <535 power_readings.* and clocks_throttle_reasons; 535/550 gpu_power_readings.* and
+# clocks_event_reasons; 570 adds average/instant power; 580 prints power_draw N/A beside
+# instant_power_draw and temperature thresholds relative to T.Limit instead of absolute ones.
+DRIVERS: tuple[str, ...] = (
+    "470.57.02", "510.47.03", "525.85.12", "535.129.03", "550.54.15", "570.86.15", "580.82.07",
+)  # fmt: skip
+DRIVER_WEIGHTS = np.array([0.12, 0.14, 0.14, 0.2, 0.16, 0.12, 0.12])
+MIG_ARCHS = ("Ampere", "Hopper")
+MIG_MODELS = ("NVIDIA A100-SXM4-40GB", "NVIDIA A30", "NVIDIA H100 80GB HBM3")
 
 
 def _ar1(rng: np.random.Generator, n: int, rho: float, sigma: float) -> np.ndarray:
@@ -223,6 +243,12 @@ class _Gpu:
     minor: int
     driver: str
     cuda: str
+    mig: bool = False  # MIG on: utilization N/A, clocks held at their maximum
+
+    @property
+    def branch(self) -> int:
+        """The driver's major version (470, 535, 580...)."""
+        return int(self.driver.split(".")[0])
 
 
 def _static_fields(gpu: _Gpu) -> dict[str, str]:
@@ -230,6 +256,7 @@ def _static_fields(gpu: _Gpu) -> dict[str, str]:
     s = gpu.spec
     na = "N/A"
     bus_id = f"00000000:{gpu.bus:02X}:00.0"
+    mig = ("Enabled" if gpu.mig else "Disabled") if s.arch in MIG_ARCHS else na
     f: dict[str, str] = {
         P + "driver_version": gpu.driver,
         P + "cuda_version": gpu.cuda,
@@ -240,8 +267,8 @@ def _static_fields(gpu: _Gpu) -> dict[str, str]:
         G + "display_mode": "Enabled" if s.fan else "Disabled",
         G + "display_active": "Disabled",
         G + "persistence_mode": "Enabled",
-        G + "mig_mode.current_mig": "Disabled" if s.arch in ("Ampere", "Hopper") else na,
-        G + "mig_mode.pending_mig": "Disabled" if s.arch in ("Ampere", "Hopper") else na,
+        G + "mig_mode.current_mig": mig,
+        G + "mig_mode.pending_mig": mig,
         G + "mig_devices": "None",
         G + "accounting_mode": "Disabled",
         G + "accounting_mode_buffer_size": "4000",
@@ -341,6 +368,63 @@ def _static_fields(gpu: _Gpu) -> dict[str, str]:
     return f
 
 
+def _apply_layout(rec: dict[str, str], gpu: _Gpu) -> dict[str, str]:
+    """Rewrite a legacy-layout record into the layout ``gpu``'s driver branch prints."""
+    if gpu.mig:
+        for key in ("utilization.gpu_util", "utilization.memory_util"):
+            rec[G + key] = "N/A"
+        mig_used = _num(rec[G + "fb_memory_usage.used"])
+        half = gpu.spec.memory_mib // 2
+        rec.pop(G + "mig_devices", None)  # "None" when MIG is off; instances below when on
+        for i in range(2):
+            used = min(half, max(0, mig_used - i * half))
+            base = f"{G}mig_devices.mig_device.{i}."
+            rec[base + "index"] = str(i)
+            rec[base + "fb_memory_usage.total"] = _fmt(half, "MiB")
+            rec[base + "fb_memory_usage.used"] = _fmt(used, "MiB")
+            rec[base + "fb_memory_usage.free"] = _fmt(half - used, "MiB")
+    if gpu.branch < 535:
+        return rec
+    out: dict[str, str] = {}
+    renames = {
+        "power_limit": "current_power_limit",
+        "enforced_power_limit": "requested_power_limit",
+    }
+    for key, value in rec.items():
+        if key.startswith(G + "power_readings."):
+            leaf = key.removeprefix(G + "power_readings.")
+            out[G + "gpu_power_readings." + renames.get(leaf, leaf)] = value
+        elif key.startswith(G + "clocks_throttle_reasons."):
+            leaf = key.removeprefix(G + "clocks_throttle_reasons.clocks_throttle_reason_")
+            out[f"{G}clocks_event_reasons.clocks_event_reason_{leaf}"] = value
+        else:
+            out[key] = value
+    if gpu.branch >= 570:
+        draw = out[G + "gpu_power_readings.power_draw"]
+        out[G + "gpu_power_readings.average_power_draw"] = draw
+        out[G + "gpu_power_readings.instant_power_draw"] = draw
+    if gpu.branch >= 580:
+        s = gpu.spec
+        out[G + "gpu_power_readings.power_draw"] = "N/A"
+        out[G + "gpu_power_readings.average_power_draw"] = "N/A"
+        for key in ("gpu_temp_max_threshold", "gpu_temp_slow_threshold",
+                    "gpu_temp_max_gpu_threshold"):  # fmt: skip
+            del out[f"{G}temperature.{key}"]
+        temp = out[G + "temperature.gpu_temp"]
+        headroom = "N/A" if temp == "N/A" else _fmt(s.temp_slowdown - _num(temp), "C")
+        out[G + "temperature.gpu_temp_tlimit"] = headroom
+        out[G + "temperature.gpu_temp_max_tlimit_threshold"] = _fmt(
+            s.temp_slowdown - s.temp_shutdown, "C"
+        )
+        out[G + "temperature.gpu_temp_slow_tlimit_threshold"] = "0 C"
+    return out
+
+
+def _num(value: str) -> float:
+    """The number in an nvidia-smi string ("3909 MiB" -> 3909.0)."""
+    return float(value.split()[0])
+
+
 def _mhz(value: float | None) -> str:
     """A clock as nvidia-smi prints it, or N/A."""
     return "N/A" if value is None else _fmt(value, "MHz")
@@ -357,6 +441,9 @@ def _gpu_records(
     na_rate = rng.choice([0.0, 0.002, 0.01])  # some hosts drop readings now and then
     for profile, a, b in _schedule(rng, n, interval_s, first):
         m = _segment(profile, s, b - a, rng)
+        if gpu.mig:  # a MIG-enabled board holds its clocks at the maximum, busy or idle
+            m["gfx"] = np.full(b - a, float(s.max_graphics))
+            m["mem_clock"] = np.full(b - a, float(s.max_mem))
         for j in range(b - a):
             i = a + j
             util = m["util"][j]
@@ -436,7 +523,7 @@ def _gpu_records(
                     ]
                 )
                 rec[str(key)] = "N/A"
-            yield rec, profile
+            yield _apply_layout(rec, gpu), profile
 
 
 def generate(
@@ -466,8 +553,9 @@ def generate(
                 serial=str(1320000000000 + int(rng.integers(0, 10**9))),
                 bus=int(rng.integers(0x10, 0xF0)),
                 minor=g % 8,
-                driver=str(rng.choice(["470.57.02", "510.47.03", "525.85.12"])),
-                cuda=str(rng.choice(["11.4", "11.6", "12.0"])),
+                driver=str(DRIVERS[rng.choice(len(DRIVERS), p=DRIVER_WEIGHTS)]),
+                cuda=str(rng.choice(["11.4", "11.6", "12.0", "12.4", "13.0"])),
+                mig=spec.name in MIG_MODELS and rng.random() < 0.35,
             )
             # The first workload cycles through the profiles so every fleet of >= 8 GPUs
             # holds each of them; later segments are drawn by weight.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from secml.abp import model as m
-from secml.abp.features import FEATURES, to_matrix
+from secml.abp.features import ALIASES, FEATURES, to_matrix
 from secml.settings import ROOT, get_settings
 from training import abp_pipeline as pipe
 
@@ -45,10 +45,13 @@ def test_cli_jsonlines_end_to_end_in_a_subprocess(fleet, tmp_path: Path) -> None
 
 
 def test_csv_in_csv_out_with_globs(fleet, tmp_path: Path) -> None:
-    cols = ["nvidia_smi_log.timestamp", "nvidia_smi_log.gpu.uuid", *FEATURES]
+    # Newer drivers print power under other keys (features.ALIASES): a mixed-driver CSV has
+    # all of them as columns, empty where a record's layout lacks the key.
+    aliases = [a for names in ALIASES.values() for a in names]
+    cols = ["nvidia_smi_log.timestamp", "nvidia_smi_log.gpu.uuid", *FEATURES, *aliases]
     for i, part in enumerate((fleet.records[:40], fleet.records[40:100])):
         with (tmp_path / f"part{i}.csv").open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+            w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore", restval="")
             w.writeheader()
             w.writerows(part)
     out = tmp_path / "scored.csv"
