@@ -19,7 +19,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -28,14 +28,14 @@ import numpy as np
 import orjson
 
 from secml.abp import MODEL_NAME, PROD_ALIAS
-from secml.abp.features import N_FEATURES, FeatureError, parse_record
 from secml.abp.model import DEFAULT_THRESHOLD, DataError, expand, load_booster, score
+from training.abp_read import Block, Featurized, featurized_blocks, is_csv, read_blocks
 
 log = logging.getLogger(__name__)
 
 TRITON_MODEL = "abp_nvsmi_xgb"
-CSV_SUFFIXES = (".csv", ".csv.gz")
-Scorer = Callable[[np.ndarray, list[dict[str, Any]]], np.ndarray]
+# (the rows' 18 features, the rows as JSON text) -> P(mining) per row
+Scorer = Callable[[np.ndarray, list[bytes]], np.ndarray]
 
 
 class PipelineError(RuntimeError):
@@ -66,51 +66,6 @@ class Summary:
         )
 
 
-# ---------------------------------------------------------------- from-file
-
-
-def _is_csv(path: str) -> bool:
-    """CSV by suffix; everything else is JSON lines."""
-    return path.lower().endswith(CSV_SUFFIXES)
-
-
-def read_rows(files: Sequence[str]) -> Iterator[tuple[str, int, Any, bytes | None]]:
-    """Yield (file, line number, record or the exception that made it unreadable, raw JSON line).
-
-    JSON lines are read as bytes and parsed with orjson; the raw line comes back so the writer
-    can append the two output keys without re-encoding ~175 fields.
-    """
-    import fsspec
-
-    for path in files:
-        if _is_csv(path):
-            with fsspec.open(path, "rt", encoding="utf-8", newline="", compression="infer") as fh:
-                reader = csv.DictReader(fh)
-                for row in reader:
-                    if None in row:
-                        n = len(reader.fieldnames or [])
-                        err = ValueError(f"{len(row[None])} more field(s) than the header's {n}")
-                        yield path, reader.line_num, err, None
-                        continue
-                    yield path, reader.line_num, row, None
-            continue
-        with fsspec.open(path, "rb", compression="infer") as fh:
-            for no, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    err = ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})")
-                    yield path, no, err, None
-                    continue
-                if not isinstance(rec, dict):
-                    err = ValueError(f"expected a JSON object, got {type(rec).__name__}")
-                    yield path, no, err, None
-                    continue
-                yield path, no, rec, line
-
-
 # ---------------------------------------------------------------- inference
 
 
@@ -139,7 +94,7 @@ def local_scorer(model: str) -> tuple[Scorer, str, float | None]:
             ) from None
         name = model
     attr = booster.attr("threshold")
-    return (lambda X, _records: score(booster, X)), name, float(attr) if attr else None
+    return (lambda X, _lines: score(booster, X)), name, float(attr) if attr else None
 
 
 class TritonScorer:
@@ -159,14 +114,14 @@ class TritonScorer:
         self._client = TritonClient(url, timeout_s=timeout_s)
         self.url = url
 
-    def __call__(self, _X: np.ndarray, records: list[dict[str, Any]]) -> np.ndarray:
-        """P(mining) for ``records`` from Triton."""
+    def __call__(self, _X: np.ndarray, lines: list[bytes]) -> np.ndarray:
+        """P(mining) from Triton for rows given as their JSON text."""
         from serving.triton import TritonError, bytes_column
 
         out: list[float] = []
-        for i in range(0, len(records), self.max_batch):
-            part = records[i : i + self.max_batch]
-            tensor = bytes_column("RECORDS", [orjson.dumps(r).decode() for r in part])
+        for i in range(0, len(lines), self.max_batch):
+            part = lines[i : i + self.max_batch]
+            tensor = bytes_column("RECORDS", [line.decode().strip() for line in part])
             try:
                 res = self._loop.run_until_complete(
                     self._client.infer(TRITON_MODEL, [tensor], ["RESULT"])
@@ -196,7 +151,7 @@ class Writer:
         import fsspec
 
         self.path = path
-        self.csv = _is_csv(path)
+        self.csv = is_csv(path)
         if "://" not in path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._of = fsspec.open(path, "wb", compression="infer")
@@ -205,30 +160,25 @@ class Writer:
         self._csv: csv.DictWriter | None = None
         self._warned = False
 
-    def write(
-        self,
-        records: list[dict[str, Any]],
-        raws: list[bytes | None],
-        flags: list[bool],
-        scores: list[float],
-    ) -> None:
-        """Append records with their ``mining`` flag and ``mining_score``."""
+    def write(self, block: Block, fz: Featurized, flags: list[bool], scores: list[float]) -> None:
+        """Append the block's scored rows with their ``mining`` flag and ``mining_score``."""
         if not self.csv:
-            lines = []
-            for rec, raw, fl, sc in zip(records, raws, flags, scores, strict=True):
-                if raw is not None and "mining" not in rec and "mining_score" not in rec:
+            out = []
+            for k, (pos, fl, sc) in enumerate(zip(fz.kept, flags, scores, strict=True)):
+                if block.records is None and k not in fz.special:
                     # The input line itself plus two keys: no re-encoding of ~175 fields.
-                    lines.append(b"%s,\"mining\":%d,\"mining_score\":%s}\n"
-                                 % (raw.rstrip()[:-1], fl, repr(sc).encode()))  # fmt: skip
+                    raw = block.lines[pos].rstrip()
+                    out.append(b"%s,\"mining\":%d,\"mining_score\":%s}\n"
+                               % (raw[:-1], fl, repr(sc).encode()))  # fmt: skip
                 else:
-                    out = rec | {"mining": int(fl), "mining_score": sc}
-                    lines.append(orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE))
-            self._fh.write(b"".join(lines))
+                    rec = self._record(block, fz, k, pos) | {"mining": int(fl), "mining_score": sc}
+                    out.append(orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE))
+            self._fh.write(b"".join(out))
             return
         if self._text is None:
             self._text = io.TextIOWrapper(self._fh, encoding="utf-8", newline="")
-        for rec, fl, sc in zip(records, flags, scores, strict=True):
-            rec = rec | {"mining": int(fl), "mining_score": sc}
+        for k, (pos, fl, sc) in enumerate(zip(fz.kept, flags, scores, strict=True)):
+            rec = self._record(block, fz, k, pos) | {"mining": int(fl), "mining_score": sc}
             if self._csv is None:
                 self._csv = csv.DictWriter(self._text, fieldnames=list(rec), restval="")
                 self._csv.writeheader()
@@ -242,6 +192,15 @@ class Writer:
                 )
                 self._warned = True
             self._csv.writerow({k: rec.get(k, "") for k in self._csv.fieldnames})
+
+    @staticmethod
+    def _record(block: Block, fz: Featurized, k: int, pos: int) -> dict[str, Any]:
+        """The k-th scored row of a block as a dict."""
+        if block.records is not None:
+            rec = block.records[pos]
+            assert isinstance(rec, dict)
+            return rec
+        return fz.special.get(k) or orjson.loads(block.lines[pos])
 
     def close(self) -> None:
         """Flush and close."""
@@ -261,14 +220,19 @@ def run(
     scorer: Scorer,
     threshold: float = DEFAULT_THRESHOLD,
     on_error: str = "skip",
-    batch_size: int = 8192,
+    batch_size: int = 4096,
     progress: bool = True,
 ) -> Summary:
-    """Run the pipeline over ``inputs`` into ``output``; raise PipelineError on a fatal bad row."""
+    """Run the pipeline over ``inputs`` into ``output``; raise PipelineError on a fatal bad row.
+
+    ``batch_size`` rows are read, featurized, scored and written at a time, in input order.
+    """
     from tqdm import tqdm
 
     if on_error not in ("skip", "fail"):
         raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     try:
         files = expand(inputs)
     except DataError as exc:
@@ -277,45 +241,27 @@ def run(
     start = time.perf_counter()
     writer = Writer(output)
     bar = tqdm(unit=" rows", disable=not progress, file=sys.stderr, mininterval=0.5)
-    recs: list[dict[str, Any]] = []
-    raws: list[bytes | None] = []
-    rows = np.empty((batch_size, N_FEATURES), dtype=np.float32)
-
-    def flush() -> None:
-        if not recs:
-            return
-        s = scorer(rows[: len(recs)], recs)
-        if len(s) != len(recs):
-            raise PipelineError(f"the scorer returned {len(s)} scores for {len(recs)} rows")
-        flags = s >= threshold
-        writer.write(recs, raws, flags.tolist(), [round(x, 6) for x in s.tolist()])
-        summary.scored += len(recs)
-        summary.flagged += int(flags.sum())
-        bar.update(len(recs))
-        recs.clear()
-        raws.clear()
-
     try:
-        for path, no, rec, raw in read_rows(files):
-            summary.rows += 1
-            try:
-                if isinstance(rec, Exception):
-                    raise rec
-                rows[len(recs)] = parse_record(rec)
-            except (FeatureError, ValueError) as exc:
-                msg = f"{path}:{no}: {str(exc).removeprefix('record: ')}"
+        for block, fz in featurized_blocks(read_blocks(files, batch_size)):
+            summary.rows += len(fz.kept) + len(fz.errors)
+            for pos, what in fz.errors:
+                msg = f"{block.path}:{block.line_no(pos)}: {what}"
                 if on_error == "fail":
-                    raise PipelineError(f"bad row {msg} (use --on-error skip to skip it)") from None
+                    raise PipelineError(f"bad row {msg} (use --on-error skip to skip it)")
                 summary.skipped += 1
                 if len(summary.errors) < 1000:
                     summary.errors.append(msg)
                 log.warning("skipped bad row %s", msg)
+            if not fz.kept:
                 continue
-            recs.append(rec)
-            raws.append(raw)
-            if len(recs) == batch_size:
-                flush()
-        flush()
+            s = scorer(fz.X, [block.lines[pos] for pos in fz.kept])
+            if len(s) != len(fz.kept):
+                raise PipelineError(f"the scorer returned {len(s)} scores for {len(fz.kept)} rows")
+            flags = s >= threshold
+            writer.write(block, fz, flags.tolist(), [round(x, 6) for x in s.tolist()])
+            summary.scored += len(fz.kept)
+            summary.flagged += int(flags.sum())
+            bar.update(len(fz.kept))
     finally:
         bar.close()
         writer.close()
@@ -340,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--triton", action="store_true", help="score on Triton instead")
     parser.add_argument("--on-error", choices=("skip", "fail"), default="skip")
     parser.add_argument("--threshold", type=float, default=None, help="score >= this is mining")
-    parser.add_argument("--batch-size", type=int, default=8192)
+    parser.add_argument("--batch-size", type=int, default=4096, help="rows per batch")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
