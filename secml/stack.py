@@ -64,7 +64,8 @@ def _get(url: str, timeout: float = 2.0, **kw: object) -> httpx.Response | None:
         return None
 
 
-def _mlflow_ready(s: Settings) -> bool:
+def mlflow_ready(s: Settings) -> bool:
+    """True when the MLflow server at ``s.mlflow_tracking_uri`` answers an API call."""
     r = _get(
         f"{s.mlflow_tracking_uri}/api/2.0/mlflow/experiments/get-by-name",
         params={"experiment_name": "Default"},
@@ -306,7 +307,7 @@ SERVICES: tuple[Service, ...] = (
             "--expose-prometheus",
             str(s.run_dir / "mlflow" / "metrics"),
         ],
-        _mlflow_ready,
+        mlflow_ready,
         env=lambda s: {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         prepare=_prepare_mlflow,
     ),

@@ -35,6 +35,7 @@ from secml.dfp.schema import process
 from secml.dfp.split import TRAIN_USERS, split_users
 from secml.dfp.writer import write_detections
 from secml.settings import Settings, get_settings
+from secml.stack import mlflow_ready
 
 log = logging.getLogger("dfp_cli")
 
@@ -343,6 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def require_mlflow(settings: Settings) -> None:
+    """Fail at once when the MLflow server is down (its client would retry for minutes)."""
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("http") and not mlflow_ready(settings):
+        raise ConnectionError(
+            f"MLflow at {uri} is unreachable: models are trained into and loaded from its "
+            "registry. Start it with `make up` or point SECML_MLFLOW_TRACKING_URI at a server."
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; exit status 1 on errors (messages name what is wrong)."""
     args = build_parser().parse_args(argv)
@@ -355,7 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = Summary()
     started = time.perf_counter()
     try:
-        for job in jobs_from_args(args):
+        jobs = jobs_from_args(args)
+        if any(job.tasks for job in jobs):
+            require_mlflow(settings)
+        for job in jobs:
             run_job(job, args, settings, summary)
     except (ValueError, LookupError, OSError) as exc:  # bad input, no model, unreachable
         log.error("%s", exc)

@@ -121,6 +121,7 @@ def test_payload_run_trains_scores_and_writes(
     fake = _FakeModels()
     monkeypatch.setattr("secml.dfp.train.train_user", fake.train_user)
     monkeypatch.setattr("secml.dfp.infer.score_events", fake.score_events)
+    monkeypatch.setattr("training.dfp_cli.mlflow_ready", lambda _s: True)  # models are faked
     out = tmp_path / "det.csv"
     with caplog.at_level(logging.INFO, logger="dfp_cli"):
         rc = dfp_cli.main(
@@ -159,6 +160,7 @@ def test_streaming_waits_for_history(
     """Streaming batches train only once a user's window reaches min_history."""
     fake = _FakeModels()
     monkeypatch.setattr("secml.dfp.train.train_user", fake.train_user)
+    monkeypatch.setattr("training.dfp_cli.mlflow_ready", lambda _s: True)  # models are faked
     rc = dfp_cli.main(
         [
             "--source",
@@ -251,3 +253,26 @@ def test_missing_model_is_a_clear_error(
     assert rc == 1
     assert "no production model" in caplog.text and "Traceback" not in caplog.text
     assert "summary: error" in caplog.text
+
+
+def test_mlflow_down_fails_at_once_naming_the_server(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No MLflow: one clear error before any work, not minutes of client retries."""
+    import socket
+
+    from secml.settings import get_settings
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("SECML_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    get_settings.cache_clear()
+    try:
+        with caplog.at_level(logging.ERROR):
+            rc = dfp_cli.main(["--source", "duo", "--train_users", "generic", "--input_file",
+                               str(data_dir / "duo-training-data" / "DUO_*.json")])  # fmt: skip
+    finally:
+        get_settings.cache_clear()
+    assert rc == 1
+    assert f"MLflow at http://127.0.0.1:{port} is unreachable" in caplog.text
