@@ -52,7 +52,12 @@ def current_user() -> str:
     return str(st.session_state.get("user", ""))
 
 
-@st.cache_resource(show_spinner=False)
+def _close_producer(producer: Any) -> None:
+    """Close a producer dropped from the cache (flushes what it buffers, up to 5 s)."""
+    producer.close(timeout=5)
+
+
+@st.cache_resource(show_spinner=False, on_release=_close_producer)
 def kafka_producer(bootstrap_servers: str) -> Any:
     """A Kafka producer for the control topic, one per process (not cached while it fails)."""
     from training.producer import make_producer

@@ -54,13 +54,18 @@ def test_publish_with_broker_down_says_so(ui_settings, monkeypatch) -> None:
 @pytest.mark.integration
 def test_publish_reaches_the_topic(kafka_broker) -> None:
     import json
+    import threading
 
     from kafka import KafkaConsumer
+
+    from ui import clients
 
     settings = kafka_broker
     at = page_app("control").run()
     at.selectbox(key="c_example").select("duo-training-payload.json").run()
     at.button(key="c_publish").click().run()
+    clients.kafka_producer.clear()  # closes the cached producer (its on_release)
+    assert not [t for t in threading.enumerate() if "kafka" in t.name.lower()]
     assert not at.exception
     ok = [s for s in texts(at.success) if s.startswith("Published message")]
     assert ok, texts(at.error)
