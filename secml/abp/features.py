@@ -195,3 +195,77 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+# ---------------------------------------------------------------- derived, scale-free features
+#
+# The 18 raw values are absolute (MiB, MHz, W, C), and their ranges differ between GPU models:
+# 1,500 MHz is full boost on one board and two thirds of it on another. Each derived feature
+# is a ratio of raw columns that means the same on every board: how far a clock is pushed
+# towards its limit, how full the frame buffer is, how close the core is to thermal slowdown.
+# They are computed from the 18 columns only, so records and the input contract stay as they
+# are. A missing (NaN) or zero denominator, or a missing numerator, gives NaN (missing).
+
+DERIVED_PREFIX = "derived."
+_F = {s: j for j, s in enumerate(FEATURE_SUFFIXES)}
+# name -> (numerator, denominator) as raw-feature suffixes; a tuple is their sum.
+_RATIOS: dict[str, tuple[str | tuple[str, ...], str | tuple[str, ...]]] = {
+    # clock as a share of the board's maximum (power/thermal headroom the workload uses)
+    "graphics_clock_of_max": ("clocks.graphics_clock", "max_clocks.graphics_clock"),
+    "sm_clock_of_max": ("clocks.sm_clock", "max_clocks.sm_clock"),
+    "mem_clock_of_max": ("clocks.mem_clock", "max_clocks.mem_clock"),
+    # clock against the configured application clocks (N/A on GeForce boards -> NaN)
+    "graphics_clock_of_app": ("clocks.graphics_clock", "applications_clocks.graphics_clock"),
+    "mem_clock_of_app": ("clocks.mem_clock", "applications_clocks.mem_clock"),
+    # frame-buffer occupancy; used + free is the usable memory of the board
+    "fb_used_of_total": (
+        "fb_memory_usage.used",
+        ("fb_memory_usage.used", "fb_memory_usage.free"),
+    ),
+    # core temperature against the board's slowdown threshold
+    "temp_of_slowdown": ("temperature.gpu_temp", "temperature.gpu_temp_slow_threshold"),
+    # memory-controller busy time per unit of SM busy time (memory-bound vs compute-bound)
+    "mem_util_per_gpu_util": ("utilization.memory_util", "utilization.gpu_util"),
+}
+# Not here: a core-vs-memory clock balance (graphics share of max / mem share of max).
+# HBM data-centre boards (V100, A100, H100) report their memory clock at its maximum even
+# when idle, so an idle HBM board shows the "core low, memory full" balance of memory-hard
+# mining; a model trained with it flagged idle A100/A30 boards it had not seen.
+DERIVED: tuple[str, ...] = tuple(DERIVED_PREFIX + k for k in _RATIOS)
+MODEL_FEATURES: tuple[str, ...] = FEATURES + DERIVED
+
+
+def _col(X: np.ndarray, part: str | tuple[str, ...]) -> np.ndarray:
+    """One raw column by suffix, or the sum of several (NaN if any is NaN)."""
+    if isinstance(part, str):
+        return X[:, _F[part]]
+    return np.sum(X[:, [_F[p] for p in part]], axis=1)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` with NaN where either is NaN/inf or ``den`` is 0; never warns."""
+    out = np.full(num.shape, np.nan, dtype=np.float32)
+    ok = np.isfinite(num) & np.isfinite(den) & (den != 0)
+    np.divide(num, den, out=out, where=ok)
+    return out
+
+
+def derive(X: np.ndarray, names: Iterable[str] = DERIVED) -> np.ndarray:
+    """The (n, 18) raw matrix with the derived columns ``names`` appended, as float32.
+
+    ``names`` defaults to all of :data:`DERIVED`; a booster trained on a subset passes its
+    own list (in its order). Unknown names are an error that lists the known ones.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != N_FEATURES:
+        raise ValueError(f"expected an (n, {N_FEATURES}) feature matrix, got shape {X.shape}")
+    names = tuple(names)
+    unknown = [n for n in names if n not in DERIVED]
+    if unknown:
+        raise ValueError(f"unknown derived feature(s) {unknown}; known: {', '.join(DERIVED)}")
+    out = np.empty((len(X), N_FEATURES + len(names)), dtype=np.float32)
+    out[:, :N_FEATURES] = X
+    for j, name in enumerate(names, N_FEATURES):
+        num, den = _RATIOS[name.removeprefix(DERIVED_PREFIX)]
+        out[:, j] = _ratio(_col(X, num), _col(X, den))
+    return out

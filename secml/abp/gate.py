@@ -17,7 +17,7 @@ import xgboost as xgb
 
 from secml.abp import EXPERIMENT_NAME, MODEL_NAME, PROD_ALIAS
 from secml.abp.features import FEATURES
-from secml.abp.model import Dataset, evaluate, plots, score
+from secml.abp.model import Dataset, booster_derived, evaluate, model_inputs, plots, score
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +71,42 @@ def log_and_register(
     tags: dict[str, str],
     model_name: str = MODEL_NAME,
 ) -> Registered:
-    """Log params, metrics, plots, feature list and the model; register a new version."""
+    """Log params, metrics, plots, feature list and the model; register a new version.
+
+    The logged XGBoost model's signature and input example are what the booster itself
+    consumes: the 18 raw nvidia-smi features followed by the derived columns it was trained
+    with (``secml.abp.model.score`` computes those from the 18). The ``features`` tag lists
+    those columns; ``features.json`` also names the raw inputs and the derived part apart.
+    """
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
 
+    derived = booster_derived(booster)
+    columns = list(FEATURES + derived)
     scores = score(booster, test.X)
-    example_rows = test.X[~np.isnan(test.X).any(axis=1)][:5]
-    example = pd.DataFrame(example_rows.astype(np.float64), columns=list(FEATURES))
-    signature = infer_signature(example, score(booster, example_rows).astype(np.float64))
+    inputs = model_inputs(test.X, derived)
+    # complete rows first (derived ratios are NaN where a reading is N/A or a divisor is 0)
+    example_rows = inputs[np.argsort(np.isnan(inputs).sum(axis=1), kind="stable")[:5]]
+    example = pd.DataFrame(example_rows.astype(np.float64), columns=columns)
+    output = np.asarray(booster.inplace_predict(example_rows), dtype=np.float64).reshape(-1)
+    signature = infer_signature(example, output)
+    feature_tags = {"features": json.dumps(columns), "derived_features": json.dumps(derived)}
     with mlflow.start_run(run_name=f"abp-train-{tags.get('data_window_end', '')}") as run:
         mlflow.log_params(params)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
-        mlflow.set_tags(tags | {"features": json.dumps(list(FEATURES))})
-        mlflow.log_dict({"features": list(FEATURES)}, "features.json")
+        mlflow.set_tags(tags | feature_tags)
+        mlflow.log_dict(
+            {
+                # what the booster sees, in column order
+                "features": columns,
+                # what callers pass: the 18 nvidia-smi features (records need nothing more)
+                "inputs": list(FEATURES),
+                # computed from the inputs by secml.abp.features.derive inside score()
+                "derived": list(derived),
+            },
+            "features.json",
+        )
         for name, fig in plots(booster, test.y, scores, metrics).items():
             mlflow.log_figure(fig, f"plots/{name}")
         import matplotlib.pyplot as plt
@@ -112,8 +134,8 @@ def log_and_register(
         | {
             "f1": f"{metrics['f1']:.6f}",
             "run_id": run.info.run_id,
-            "features": json.dumps(list(FEATURES)),
         }
+        | feature_tags
     ).items():
         client.set_model_version_tag(model_name, version, key, str(value))
     log.info("registered %s version %s (run %s)", model_name, version, run.info.run_id)

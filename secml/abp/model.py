@@ -7,6 +7,7 @@ Prefect tasks in ``training/abp_flow.py`` are thin wrappers around these. ``scor
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import math
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from secml.abp.features import FEATURES, N_FEATURES, to_matrix
+from secml.abp.features import DERIVED, FEATURES, MODEL_FEATURES, N_FEATURES, derive, to_matrix
 from secml.abp.generator import MINING_PROFILES, TIMESTAMP_FORMAT, TIMESTAMP_KEY, UUID_KEY
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ class TrainParams:
     colsample_bytree: float = 1.0
     min_child_weight: float = 1.0
     seed: int = 0
+    # Append the scale-free ratios of ``features.DERIVED`` to the 18 raw columns: they help
+    # on GPU models absent from the training data (bench/bench_abp_generalise.py).
+    derived: bool = True
 
     def xgb_params(self) -> dict[str, Any]:
         """The booster parameters passed to ``xgb.train``."""
@@ -305,16 +309,24 @@ def split(
 # ---------------------------------------------------------------- train / score
 
 
+def model_inputs(X: np.ndarray, derived: Sequence[str]) -> np.ndarray:
+    """The matrix a booster sees: the (n, 18) raw features plus the ``derived`` columns."""
+    return derive(X, derived) if derived else np.asarray(X, dtype=np.float32)
+
+
 def train(ds: Dataset, params: TrainParams, evals: Dataset | None = None) -> xgb.Booster:
     """Fit the XGBoost classifier (hist; CUDA when present) on ``ds``."""
     if len(np.unique(ds.y)) < 2:
         raise DataError("training data holds one class only; need mining and benign rows")
     # No feature names on the booster: callers (Triton included) pass plain (n, 18) matrices
-    # in FEATURES order; the list itself is stored as the ``features`` attribute.
-    dtrain = xgb.DMatrix(ds.X, label=ds.y, missing=np.nan)
+    # in FEATURES order and ``score`` appends the derived columns; the list of columns the
+    # booster sees is stored as the ``features`` attribute.
+    derived = DERIVED if params.derived else ()
+    dtrain = xgb.DMatrix(model_inputs(ds.X, derived), label=ds.y, missing=np.nan)
     watch = [(dtrain, "train")]
     if evals is not None:
-        watch.append((xgb.DMatrix(evals.X, label=evals.y, missing=np.nan), "eval"))
+        dev = xgb.DMatrix(model_inputs(evals.X, derived), label=evals.y, missing=np.nan)
+        watch.append((dev, "eval"))
     booster = xgb.train(
         params.xgb_params(),
         dtrain,
@@ -322,17 +334,64 @@ def train(ds: Dataset, params: TrainParams, evals: Dataset | None = None) -> xgb
         evals=watch,
         verbose_eval=False,
     )
-    booster.set_attr(features=json.dumps(list(FEATURES)), threshold=str(DEFAULT_THRESHOLD))
+    booster.set_attr(
+        features=json.dumps(list(FEATURES + derived)), threshold=str(DEFAULT_THRESHOLD)
+    )
     return booster
 
 
+@functools.lru_cache(maxsize=64)
+def _derived_of(attr: str) -> tuple[str, ...]:
+    """The derived columns named by a booster's ``features`` attribute (parsed once per text)."""
+    try:
+        names = json.loads(attr)
+    except json.JSONDecodeError:
+        raise ValueError(f"booster attribute 'features' is not JSON: {attr[:80]!r}") from None
+    if not isinstance(names, list) or tuple(names[:N_FEATURES]) != FEATURES:
+        raise ValueError(
+            "booster attribute 'features' does not start with the 18 nvidia-smi features "
+            f"(secml.abp.features.FEATURES): {attr[:120]!r}"
+        )
+    extra = tuple(names[N_FEATURES:])
+    unknown = [n for n in extra if n not in DERIVED]
+    if unknown:
+        raise ValueError(
+            f"booster expects derived feature(s) {unknown} this code does not compute; "
+            f"known: {', '.join(DERIVED)}"
+        )
+    return extra
+
+
+def booster_derived(booster: xgb.Booster) -> tuple[str, ...]:
+    """The derived columns ``booster`` expects after the 18 raw ones (empty for old boosters).
+
+    Read from the ``features`` attribute ``train`` stores; a booster without one (saved
+    elsewhere) is taken as raw-only unless its width is the 18 raw + all derived columns.
+    """
+    attr = booster.attr("features")
+    if attr is None:
+        return DERIVED if booster.num_features() == len(MODEL_FEATURES) else ()
+    return _derived_of(attr)
+
+
+def booster_features(booster: xgb.Booster) -> tuple[str, ...]:
+    """The columns the booster sees, in order: the 18 raw features, then any derived ones."""
+    return FEATURES + booster_derived(booster)
+
+
 def score(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
-    """Mining probability per row of an (n, 18) float matrix (NaN = missing)."""
+    """Mining probability per row of an (n, 18) raw float matrix (NaN = missing).
+
+    The derived columns the booster was trained with (its ``features`` attribute) are
+    computed here, so every caller passes the same 18 columns; boosters trained on the
+    18 alone get them unchanged.
+    """
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2 or X.shape[1] != N_FEATURES:
         raise ValueError(f"expected an (n, {N_FEATURES}) feature matrix, got shape {X.shape}")
     if len(X) == 0:
         return np.empty(0, dtype=np.float32)
+    X = model_inputs(X, booster_derived(booster))
     return np.asarray(booster.inplace_predict(X), dtype=np.float32).reshape(-1)
 
 
@@ -437,7 +496,8 @@ def plots(
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
         ax.legend(loc="lower right")
         figs["roc_curve.png"] = fig
-    gain = {_feature_name(k): v for k, v in booster.get_score(importance_type="gain").items()}
+    cols = booster_features(booster)
+    gain = {_feature_name(k, cols): v for k, v in booster.get_score(importance_type="gain").items()}
     if gain:
         names = sorted(gain, key=gain.get)
         fig, ax = plt.subplots(figsize=(7, 5))
@@ -455,8 +515,8 @@ def plots(
     return figs
 
 
-def _feature_name(key: str) -> str:
-    """Map xgboost's ``f<i>`` to the feature's nvidia-smi name."""
-    if key.startswith("f") and key[1:].isdigit() and int(key[1:]) < N_FEATURES:
-        return FEATURES[int(key[1:])]
+def _feature_name(key: str, names: Sequence[str] = MODEL_FEATURES) -> str:
+    """Map xgboost's ``f<i>`` to the column's name (nvidia-smi field or derived ratio)."""
+    if key.startswith("f") and key[1:].isdigit() and int(key[1:]) < len(names):
+        return names[int(key[1:])]
     return key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -10,10 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from secml.abp.features import (
+    DERIVED,
+    DERIVED_PREFIX,
     FEATURES,
+    MODEL_FEATURES,
     N_FEATURES,
     UNITS,
     FeatureError,
+    derive,
     flatten,
     parse_record,
     parse_value,
@@ -117,3 +122,99 @@ def test_flatten_nested() -> None:
     flat = flatten(nested)
     assert flat == {G + "utilization.gpu_util": "5 %", "nvidia_smi_log.timestamp": "x"}
     assert parse_record(flat)[FEATURES.index(G + "utilization.gpu_util")] == 5
+
+
+# ---------------------------------------------------------------- derived features
+
+
+def _raw(**values: float) -> np.ndarray:
+    """One (1, 18) row: the named raw features set (suffix with '.' as '__'), the rest NaN."""
+    row = np.full((1, N_FEATURES), np.nan, dtype=np.float32)
+    for key, value in values.items():
+        row[0, FEATURES.index(G + key.replace("__", "."))] = value
+    return row
+
+
+def _d(X: np.ndarray, name: str) -> np.ndarray:
+    return derive(X)[:, N_FEATURES + DERIVED.index(DERIVED_PREFIX + name)]
+
+
+def test_derived_names_are_new_and_the_raw_columns_pass_through() -> None:
+    assert DERIVED and all(n.startswith(DERIVED_PREFIX) for n in DERIVED)
+    assert len(set(DERIVED)) == len(DERIVED) and not set(DERIVED) & set(FEATURES)
+    assert MODEL_FEATURES == FEATURES + DERIVED
+    X = np.arange(2 * N_FEATURES, dtype=np.float32).reshape(2, N_FEATURES) + 1
+    out = derive(X)
+    assert out.shape == (2, N_FEATURES + len(DERIVED)) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, :N_FEATURES], X)
+    sub = derive(X, DERIVED[2:0:-1])  # a subset, in the caller's order
+    np.testing.assert_array_equal(sub[:, N_FEATURES:], out[:, [N_FEATURES + 2, N_FEATURES + 1]])
+    assert derive(np.empty((0, N_FEATURES))).shape == (0, N_FEATURES + len(DERIVED))
+
+
+def test_derived_ratios_on_a_hand_built_row() -> None:
+    X = _raw(
+        clocks__graphics_clock=900, max_clocks__graphics_clock=1800,
+        clocks__sm_clock=450, max_clocks__sm_clock=1800,
+        clocks__mem_clock=5000, max_clocks__mem_clock=5000,
+        applications_clocks__graphics_clock=1500, applications_clocks__mem_clock=4000,
+        fb_memory_usage__used=3000, fb_memory_usage__free=1000,
+        temperature__gpu_temp=45, temperature__gpu_temp_slow_threshold=90,
+        utilization__gpu_util=50, utilization__memory_util=100,
+    )  # fmt: skip
+    expected = {
+        "graphics_clock_of_max": 0.5, "sm_clock_of_max": 0.25, "mem_clock_of_max": 1.0,
+        "graphics_clock_of_app": 0.6, "mem_clock_of_app": 1.25, "fb_used_of_total": 0.75,
+        "temp_of_slowdown": 0.5, "mem_util_per_gpu_util": 2.0,
+    }  # fmt: skip
+    assert set(expected) == {n.removeprefix(DERIVED_PREFIX) for n in DERIVED}
+    for name, value in expected.items():
+        assert _d(X, name)[0] == pytest.approx(value), name
+
+
+def test_derived_nan_in_nan_out_and_zero_divisors_give_nan() -> None:
+    base = dict(
+        clocks__graphics_clock=900, max_clocks__graphics_clock=1800, clocks__mem_clock=5000,
+        max_clocks__mem_clock=5000, fb_memory_usage__used=0, fb_memory_usage__free=0,
+        utilization__gpu_util=0, utilization__memory_util=0,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division or invalid-value warnings
+        X = np.vstack([
+            _raw(**base),
+            _raw(**base | {"max_clocks__graphics_clock": 0, "clocks__mem_clock": np.nan}),
+        ])  # fmt: skip
+        out = derive(X)
+    assert math.isnan(_d(X, "fb_used_of_total")[0])  # used + free == 0
+    assert math.isnan(_d(X, "mem_util_per_gpu_util")[0])  # idle: gpu_util == 0
+    assert math.isnan(_d(X, "graphics_clock_of_app")[0])  # N/A application clocks (GeForce)
+    assert math.isnan(_d(X, "temp_of_slowdown")[0])  # missing temperature
+    assert _d(X, "graphics_clock_of_max")[0] == pytest.approx(0.5)
+    assert math.isnan(_d(X, "graphics_clock_of_max")[1])  # zero divisor
+    assert math.isnan(_d(X, "mem_clock_of_max")[1])  # NaN numerator
+    assert not np.isinf(out).any()
+
+
+def test_derive_checks_shape_and_names() -> None:
+    with pytest.raises(ValueError, match=r"\(n, 18\)"):
+        derive(np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="unknown derived feature"):
+        derive(np.zeros((2, N_FEATURES)), ["derived.nope"])
+
+
+def test_derived_features_are_scale_free() -> None:
+    """The same workload on a board with every limit doubled gives the same ratios."""
+    small = _raw(
+        clocks__graphics_clock=900, max_clocks__graphics_clock=1800, clocks__sm_clock=900,
+        max_clocks__sm_clock=1800, clocks__mem_clock=5000, max_clocks__mem_clock=5000,
+        applications_clocks__graphics_clock=1500, applications_clocks__mem_clock=5000,
+        fb_memory_usage__used=3000, fb_memory_usage__free=1000,
+        temperature__gpu_temp=60, temperature__gpu_temp_slow_threshold=90,
+        utilization__gpu_util=100, utilization__memory_util=90,
+    )  # fmt: skip
+    big = small.copy()
+    for suffix in ("clocks.", "max_clocks.", "applications_clocks.", "fb_memory_usage."):
+        for j, name in enumerate(FEATURES):
+            if name.startswith(G + suffix):
+                big[0, j] *= 2
+    np.testing.assert_allclose(derive(big)[:, N_FEATURES:], derive(small)[:, N_FEATURES:])

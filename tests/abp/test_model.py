@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from secml.abp import model as m
-from secml.abp.features import FEATURES, to_matrix
+from secml.abp.features import ALIASES, DERIVED, FEATURES, MODEL_FEATURES, derive, to_matrix
 from secml.abp.generator import GPU_SPECS, MINING_PROFILES
 from secml.settings import ROOT
 
@@ -200,7 +200,9 @@ def test_unrelated_columns_change_nothing(fleet) -> None:
         }
         for r in recs
     ]
-    stripped = [{k: r[k] for k in FEATURES} for r in recs]  # the 18 features only
+    # the 18 features only (newer drivers print power_draw under one of its aliases)
+    keep = set(FEATURES).union(*ALIASES.values())
+    stripped = [{k: v for k, v in r.items() if k in keep} for r in recs]
     np.testing.assert_array_equal(before, m.score(fleet.booster, to_matrix(changed)))
     np.testing.assert_array_equal(before, m.score(fleet.booster, to_matrix(stripped)))
 
@@ -228,6 +230,65 @@ def test_booster_round_trip_keeps_scores_and_feature_list(fleet) -> None:
     assert json.loads(again.attr("features"))[0] == G + "fb_memory_usage.used"
     from_file = m.load_booster(str(fleet.model_path))
     np.testing.assert_array_equal(m.score(fleet.booster, X), m.score(from_file, X))
+
+
+# ---------------------------------------------------------------- derived features
+
+
+def test_default_booster_sees_raw_plus_derived_and_says_so(fleet) -> None:
+    b = fleet.booster
+    assert m.TrainParams().derived is True
+    assert json.loads(b.attr("features")) == list(MODEL_FEATURES)
+    assert b.num_features() == len(MODEL_FEATURES) == len(m.booster_features(b))
+    X = fleet.ds.X[:300]
+    np.testing.assert_array_equal(m.score(b, X), b.inplace_predict(derive(X)))
+    assert m._feature_name("f0", m.booster_features(b)) == FEATURES[0]
+    assert m._feature_name(f"f{len(FEATURES)}", m.booster_features(b)) == DERIVED[0]
+
+
+def test_an_18_feature_booster_still_scores_the_same_input(fleet) -> None:
+    """Boosters trained before the derived features (or with them off) keep working."""
+    train = fleet.ds.subset(fleet.train_idx)
+    old = m.train(train, m.TrainParams(n_estimators=20, max_depth=4, derived=False))
+    assert json.loads(old.attr("features")) == list(FEATURES)
+    assert old.num_features() == len(FEATURES) == len(m.booster_features(old))
+    X = fleet.ds.X[fleet.test_idx]
+    s_old = m.score(old, X)
+    np.testing.assert_array_equal(s_old, old.inplace_predict(X))
+    again = m.load_booster(m.save_booster(old))
+    np.testing.assert_array_equal(m.score(again, X), s_old)
+    assert m.score(fleet.booster, X).shape == s_old.shape == (len(X),)
+    for attrless in (m.load_booster(m.save_booster(old)), m.load_booster(fleet.model_path)):
+        expected = m.score(attrless, X)
+        attrless.set_attr(features=None)  # a booster saved elsewhere: width decides
+        np.testing.assert_array_equal(m.score(attrless, X), expected)
+
+
+def test_a_feature_list_this_code_cannot_compute_is_an_error(fleet) -> None:
+    b = m.load_booster(m.save_booster(fleet.booster))
+    b.set_attr(features=json.dumps(list(FEATURES) + ["derived.from_the_future"]))
+    with pytest.raises(ValueError, match="derived.from_the_future"):
+        m.score(b, fleet.ds.X[:3])
+    b.set_attr(features=json.dumps(["x"] * 18))
+    with pytest.raises(ValueError, match="does not start with the 18"):
+        m.score(b, fleet.ds.X[:3])
+
+
+def test_obvious_miner_is_flagged_on_a_gpu_model_never_seen_in_training(fleet) -> None:
+    """Leave each GPU model of the fleet out of training; its obvious miner is still flagged."""
+    model_of = {r[G + "uuid"]: r[G + "product_name"] for r in fleet.records}
+    row_model = np.array([model_of[g] for g in fleet.ds.gpu])
+    failures = []
+    for base in _one_per_model(fleet):
+        name = base[G + "product_name"]
+        train = fleet.ds.subset(np.flatnonzero(row_model != name))
+        booster = m.train(train, m.TrainParams(n_estimators=60, max_depth=5))
+        flags, scores = m.predict(
+            booster, [_workload(base, k) for k in ("miner", "idle", "training")]
+        )
+        if flags.tolist() != [1, 0, 0]:
+            failures.append(f"{name}: scores miner/idle/training {np.round(scores, 3).tolist()}")
+    assert not failures, failures
 
 
 TRITON_PY = ROOT / ".venv-triton" / "bin" / "python"
