@@ -228,8 +228,11 @@ def _schedule(
 
 
 def _fmt(value: float, unit: str, decimals: int = 0) -> str:
-    """Format a number the way nvidia-smi prints it ("61.77 W", "100 %")."""
-    return f"{value:.{decimals}f} {unit}"
+    """Format a number the way nvidia-smi prints it ("61.77 W", "100 %"); never "-0"."""
+    text = f"{value:.{decimals}f}"
+    if text.startswith("-") and not text.strip("-0."):
+        text = text[1:]
+    return f"{text} {unit}"
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,12 @@ class TrainParams:
     max_depth: int = 6
     learning_rate: float = 0.1
     subsample: float = 0.8
-    colsample_bytree: float = 1.0
-    min_child_weight: float = 1.0
+    # Regularisation for GPUs unlike the training fleet: each tree sees 60% of the columns
+    # (no single absolute reading carries the model) and a leaf needs some weight of evidence.
+    # Over 10 small generated fleets, held-out-GPU F1 rose from mean 0.895 (worst 0.684) to
+    # 0.935 (worst 0.852) against colsample 1.0 / min_child_weight 1.
+    colsample_bytree: float = 0.6
+    min_child_weight: float = 5.0
     seed: int = 0
     # Append the scale-free ratios of ``features.DERIVED`` to the 18 raw columns: they help
     # on GPU models absent from the training data (bench/bench_abp_generalise.py).

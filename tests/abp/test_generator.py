@@ -142,10 +142,10 @@ def test_time_series_per_gpu_is_regular(fleet) -> None:
     for rec in fleet.records:
         ts = datetime.strptime(rec[TIMESTAMP_KEY], TIMESTAMP_FORMAT)
         by_gpu.setdefault(rec[G + "uuid"], []).append(ts)
-    assert len(by_gpu) == 16
+    assert len(by_gpu) == 48
     for times in by_gpu.values():
         steps = {(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)}
-        assert steps == {20.0}
+        assert steps == {60.0}
 
 
 def test_seeded_and_deterministic(tmp_path: Path) -> None:

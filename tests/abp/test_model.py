@@ -151,7 +151,9 @@ def test_split_by_time_holds_out_the_latest_window_with_a_gap(fleet) -> None:
 def test_held_out_gpus_are_classified_well(fleet) -> None:
     test = fleet.ds.subset(fleet.test_idx)
     metrics = m.evaluate(test.y, m.score(fleet.booster, test.X), test.profile)
-    assert metrics["f1"] >= 0.9 and metrics["roc_auc"] >= 0.95
+    # GPUs never seen in training (some of models, drivers or workloads unseen too): the
+    # ranking must be near perfect; the fixed 0.5 threshold costs some F1 on unseen boards.
+    assert metrics["roc_auc"] >= 0.97 and metrics["f1"] >= 0.85
     assert metrics["tp"] + metrics["fn"] == int(test.y.sum())
     per_profile = [k for k in metrics if k.startswith(("recall_", "specificity_"))]
     assert per_profile and all(0 <= metrics[k] <= 1 for k in per_profile)
