@@ -51,22 +51,35 @@ class Featurized:
     special: dict[int, dict[str, Any]]  # kept JSON rows already holding an output key
 
 
+def parse_line(line: bytes) -> dict[str, Any] | ValueError | None:
+    """One JSON line as a dict, the ValueError saying why it is not one, or None when blank."""
+    if not line.strip():
+        return None
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})")
+    if not isinstance(rec, dict):
+        return ValueError(f"expected a JSON object, got {type(rec).__name__}")
+    return rec
+
+
 def featurize_lines(lines: list[bytes]) -> Featurized:
     """Parse JSON lines and read their features; blank lines are not rows."""
-    X = np.empty((len(lines), N_FEATURES), dtype=np.float32)
+    return featurize_records([parse_line(line) for line in lines])
+
+
+def featurize_records(records: Sequence[dict[str, Any] | Exception | None]) -> Featurized:
+    """Read the features of parsed rows; an Exception is an unreadable row, None no row."""
+    X = np.empty((len(records), N_FEATURES), dtype=np.float32)
     kept: list[int] = []
     errors: list[tuple[int, str]] = []
     special: dict[int, dict[str, Any]] = {}
-    for pos, line in enumerate(lines):
-        if not line.strip():
+    for pos, rec in enumerate(records):
+        if rec is None:
             continue
-        try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            errors.append((pos, f"invalid JSON ({exc.msg} at column {exc.colno})"))
-            continue
-        if not isinstance(rec, dict):
-            errors.append((pos, f"expected a JSON object, got {type(rec).__name__}"))
+        if isinstance(rec, Exception):
+            errors.append((pos, str(rec)))
             continue
         try:
             X[len(kept)] = parse_record(rec)
@@ -77,24 +90,6 @@ def featurize_lines(lines: list[bytes]) -> Featurized:
             special[len(kept)] = rec
         kept.append(pos)
     return Featurized(X[: len(kept)], kept, errors, special)
-
-
-def featurize_records(records: list[dict[str, Any] | Exception]) -> Featurized:
-    """Read the features of already-parsed rows (CSV); an Exception entry is an unreadable row."""
-    X = np.empty((len(records), N_FEATURES), dtype=np.float32)
-    kept: list[int] = []
-    errors: list[tuple[int, str]] = []
-    for pos, rec in enumerate(records):
-        if isinstance(rec, Exception):
-            errors.append((pos, str(rec)))
-            continue
-        try:
-            X[len(kept)] = parse_record(rec)
-        except FeatureError as exc:
-            errors.append((pos, exc.detail))
-            continue
-        kept.append(pos)
-    return Featurized(X[: len(kept)], kept, errors, {})
 
 
 def read_blocks(files: Sequence[str], rows: int) -> Iterator[Block]:
