@@ -48,7 +48,7 @@ class Featurized:
     X: np.ndarray  # (len(kept), 18)
     kept: list[int]  # positions in the block
     errors: list[tuple[int, str]]  # (position, what is wrong)
-    special: dict[int, dict[str, Any]]  # kept JSON rows already holding an output key
+    special: dict[int, dict[str, Any]]  # index into kept -> row already holding an output key
 
 
 def parse_line(line: bytes) -> dict[str, Any] | ValueError | None:
