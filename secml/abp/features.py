@@ -96,7 +96,7 @@ def _is_na(value: Any) -> bool:
 
 def parse_value(value: Any, field: str, unit: str) -> float:
     """Read one nvidia-smi value ("61.77 W") as a float in ``unit``; N/A and None give NaN."""
-    if value is None:
+    if _is_na(value):
         return math.nan
     if isinstance(value, bool):
         raise FeatureError(
@@ -109,10 +109,7 @@ def parse_value(value: Any, field: str, unit: str) -> float:
             f"field {field!r} has type {type(value).__name__}, expected a string like '12 {unit}'",
             field=field,
         )
-    text = value.strip()
-    if text.lower() in NA_STRINGS:
-        return math.nan
-    number, _, got = text.partition(" ")
+    number, _, got = value.strip().partition(" ")
     got = got.strip()
     if got and got != unit:
         raise FeatureError(
@@ -142,13 +139,11 @@ def parse_record(record: Any, index: int | None = None) -> np.ndarray:
         value = record.get(name, _MISSING)
         if name in ALIASES and (value is _MISSING or _is_na(value)):
             # Newer drivers print power_draw N/A and the reading under instant_power_draw:
-            # the first alias with a value wins; an all-N/A set stays N/A (present, NaN).
-            for alias in ALIASES[name]:
-                other = record.get(alias, _MISSING)
-                if other is not _MISSING and (value is _MISSING or not _is_na(other)):
-                    value = other
-                    if not _is_na(other):
-                        break
+            # the first key with a reading wins; an all-N/A set stays N/A (present, NaN).
+            found = [
+                v for v in (record.get(a, _MISSING) for a in ALIASES[name]) if v is not _MISSING
+            ]
+            value = next((v for v in found if not _is_na(v)), found[0] if found else value)
         if value is _MISSING:
             row[j] = math.nan
             continue
