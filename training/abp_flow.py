@@ -71,15 +71,23 @@ def split(ds: m.Dataset, by: str, test_fraction: float, seed: int) -> tuple[m.Da
 
 
 @task(cache_policy=NO_CACHE)
-def fit(train: m.Dataset, test: m.Dataset, params: m.TrainParams) -> Any:
-    """Train the XGBoost classifier."""
-    return m.train(train, params, evals=test)
+def fit(
+    train: m.Dataset, test: m.Dataset, params: m.TrainParams, target_fpr: float
+) -> tuple[Any, dict[str, float]]:
+    """Train the XGBoost classifier; calibrate its threshold on validation GPUs."""
+    return m.fit_calibrated(train, params, target_fpr, evals=test)
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate(booster: Any, test: m.Dataset) -> dict[str, float]:
-    """Held-out metrics, per-profile rates included."""
-    return m.evaluate(test.y, m.score(booster, test.X), test.profile)
+def evaluate(booster: Any, test: m.Dataset, target_fpr: float) -> dict[str, float]:
+    """Held-out metrics at the calibrated threshold, per-profile rates included."""
+    return m.evaluate(
+        test.y,
+        m.score_dataset(booster, test),
+        test.profile,
+        m.booster_threshold(booster),
+        target_fpr,
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -92,10 +100,18 @@ def register(
 
 @task(cache_policy=NO_CACHE)
 def promote(
-    version: str, metrics: dict, test: m.Dataset, min_f1: float, model_name: str
+    version: str,
+    metrics: dict,
+    test: m.Dataset,
+    min_f1: float,
+    model_name: str,
+    min_recall: float,
+    target_fpr: float,
 ) -> dict[str, Any]:
-    """The promotion gate."""
-    return gate_mod.gate(version, metrics, test, min_f1, model_name).as_dict()
+    """The promotion gate (recall at the target FPR, F1 floor)."""
+    return gate_mod.gate(
+        version, metrics, test, min_f1, model_name, min_recall, target_fpr
+    ).as_dict()
 
 
 def _default_labels(files: list[str]) -> list[str]:
@@ -117,6 +133,8 @@ def abp_train(
     use_store_labels: bool = True,
     min_f1: float | None = None,
     model_name: str = MODEL_NAME,
+    min_recall: float | None = None,
+    target_fpr: float | None = None,
 ) -> dict[str, Any]:
     """Train the ABP mining detector, register it and run the promotion gate.
 
@@ -125,8 +143,11 @@ def abp_train(
         labels: labels CSVs or globs; default ``labels.csv`` beside each data file.
         split_by: ``gpu`` (whole GPUs held out) or ``time`` (the latest part held out).
         use_store_labels: join analyst labels of ``abp`` detections from the store.
-        min_f1: gate threshold; default ``settings.abp_min_f1``.
+        min_f1: gate's F1 floor (at the calibrated threshold); default ``settings.abp_min_f1``.
         model_name: registered model name (default ``abp-nvsmi-xgb``).
+        min_recall: gate's minimum recall at ``target_fpr``; default ``settings.abp_min_recall``.
+        target_fpr: FPR the threshold is calibrated for on validation GPUs (and the gate's
+            recall is read at); default ``settings.abp_target_fpr``.
     """
     settings = get_settings()
     data = data or [str(Path(settings.data_dir) / "abp" / "*.jsonlines")]
@@ -138,8 +159,9 @@ def abp_train(
     ds, counts = features(quote(records), quote(truth), quote(analyst))
     train, test = split(quote(ds), split_by, test_fraction, seed)
     params = m.TrainParams(n_estimators, max_depth, learning_rate, seed=seed)
-    booster = fit(quote(train), quote(test), params)
-    metrics = evaluate(quote(booster), quote(test))
+    fpr = settings.abp_target_fpr if target_fpr is None else target_fpr
+    booster, calib = fit(quote(train), quote(test), params, fpr)
+    metrics = evaluate(quote(booster), quote(test), fpr)
     lo, hi = ds.window()
     tags = {
         "data_window_start": lo,
@@ -150,6 +172,8 @@ def abp_train(
         "analyst_labels": str(len(analyst)),
         "split": split_by,
         "data_files": ",".join(files)[:4000],
+        "threshold": repr(calib["threshold"]),
+        "target_fpr": repr(fpr),
     }
     logged = params.as_dict() | {
         "split_by": split_by,
@@ -158,8 +182,9 @@ def abp_train(
         "tree_method": "hist",
     }
     reg = register(quote(booster), logged, metrics, quote(test), tags, model_name)
-    threshold = settings.abp_min_f1 if min_f1 is None else min_f1
-    decision = promote(reg.version, metrics, quote(test), threshold, model_name)
+    floor = settings.abp_min_f1 if min_f1 is None else min_f1
+    min_rec = settings.abp_min_recall if min_recall is None else min_recall
+    decision = promote(reg.version, metrics, quote(test), floor, model_name, min_rec, fpr)
     log.info(
         "abp-train: %s v%s f1=%.4f promoted=%s",
         model_name,
@@ -173,4 +198,5 @@ def abp_train(
         "metrics": metrics,
         "gate": decision,
         "counts": counts,
+        "calibration": calib,
     }

@@ -28,14 +28,22 @@ import numpy as np
 import orjson
 
 from secml.abp import MODEL_NAME, PROD_ALIAS
-from secml.abp.model import DEFAULT_THRESHOLD, DataError, expand, load_booster, score
+from secml.abp.model import (
+    DEFAULT_THRESHOLD,
+    DataError,
+    booster_temporal,
+    expand,
+    load_booster,
+    score,
+)
+from secml.abp.temporal import TemporalState
 from training.abp_read import Block, Featurized, featurized_blocks, is_csv, read_blocks
 
 log = logging.getLogger(__name__)
 
 TRITON_MODEL = "abp_nvsmi_xgb"
-# (the rows' 18 features, the rows as JSON text) -> P(mining) per row
-Scorer = Callable[[np.ndarray, list[bytes]], np.ndarray]
+# (the rows' 18 features, the rows as JSON text, their GPU uuids) -> P(mining) per row
+Scorer = Callable[[np.ndarray, list[bytes], list[str | None] | None], np.ndarray]
 
 
 class PipelineError(RuntimeError):
@@ -94,7 +102,13 @@ def local_scorer(model: str) -> tuple[Scorer, str, float | None]:
             ) from None
         name = model
     attr = booster.attr("threshold")
-    return (lambda X, _lines: score(booster, X)), name, float(attr) if attr else None
+    # One per-GPU history for the whole run: each GPU's rows are read in input (time) order.
+    state = TemporalState(booster_temporal(booster) or 2)
+
+    def scorer(X: np.ndarray, _lines: list[bytes], uuids: list[str | None] | None) -> np.ndarray:
+        return score(booster, X, uuids, state)
+
+    return scorer, name, float(attr) if attr else None
 
 
 class TritonScorer:
@@ -114,7 +128,9 @@ class TritonScorer:
         self._client = TritonClient(url, timeout_s=timeout_s)
         self.url = url
 
-    def __call__(self, _X: np.ndarray, lines: list[bytes]) -> np.ndarray:
+    def __call__(
+        self, _X: np.ndarray, lines: list[bytes], _uuids: list[str | None] | None = None
+    ) -> np.ndarray:
         """P(mining) from Triton for rows given as their JSON text."""
         from serving.triton import TritonError, bytes_column
 
@@ -254,7 +270,7 @@ def run(
                 log.warning("skipped bad row %s", msg)
             if not fz.kept:
                 continue
-            s = scorer(fz.X, [block.lines[pos] for pos in fz.kept])
+            s = scorer(fz.X, [block.lines[pos] for pos in fz.kept], fz.uuids)
             if len(s) != len(fz.kept):
                 raise PipelineError(f"the scorer returned {len(s)} scores for {len(fz.kept)} rows")
             flags = s >= threshold

@@ -18,6 +18,8 @@ import orjson
 
 from secml.abp.features import N_FEATURES, FeatureError, parse_record
 
+UUID_KEY = "nvidia_smi_log.gpu.uuid"
+
 CSV_SUFFIXES = (".csv", ".csv.gz")
 
 
@@ -49,6 +51,7 @@ class Featurized:
     kept: list[int]  # positions in the block
     errors: list[tuple[int, str]]  # (position, what is wrong)
     special: dict[int, dict[str, Any]]  # index into kept -> row already holding an output key
+    uuids: list[str | None] | None = None  # GPU uuid per kept row (per-GPU temporal features)
 
 
 def parse_line(line: bytes) -> dict[str, Any] | ValueError | None:
@@ -75,6 +78,7 @@ def featurize_records(records: Sequence[dict[str, Any] | Exception | None]) -> F
     kept: list[int] = []
     errors: list[tuple[int, str]] = []
     special: dict[int, dict[str, Any]] = {}
+    uuids: list[str | None] = []
     for pos, rec in enumerate(records):
         if rec is None:
             continue
@@ -89,7 +93,8 @@ def featurize_records(records: Sequence[dict[str, Any] | Exception | None]) -> F
         if "mining" in rec or "mining_score" in rec:
             special[len(kept)] = rec
         kept.append(pos)
-    return Featurized(X[: len(kept)], kept, errors, special)
+        uuids.append(rec.get(UUID_KEY))
+    return Featurized(X[: len(kept)], kept, errors, special, uuids)
 
 
 def read_blocks(files: Sequence[str], rows: int) -> Iterator[Block]:

@@ -1,8 +1,9 @@
 """MLflow side of ABP training: log a run, register ``abp-nvsmi-xgb``, and the promotion gate.
 
-The ``production`` alias moves only when the new version's F1 reaches the configured
-minimum and is not worse than the current production version scored on the same
-evaluation data. Aliases only; stages are never used.
+The ``production`` alias moves only when the new version's recall at the target false-positive
+rate (``settings.abp_target_fpr``, 0.1% by default) reaches the configured minimum and is not
+below the current production version's on the same evaluation data, and its F1 at its own
+calibrated threshold reaches the F1 floor. Aliases only; stages are never used.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ import xgboost as xgb
 
 from secml.abp import EXPERIMENT_NAME, MODEL_NAME, PROD_ALIAS
 from secml.abp.features import FEATURES
-from secml.abp.model import Dataset, booster_derived, evaluate, model_inputs, plots, score
+from secml.abp.model import (
+    Dataset,
+    booster_derived,
+    booster_features,
+    booster_temporal,
+    model_inputs,
+    plots,
+    recall_at_fpr,
+    score_dataset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +52,10 @@ class GateDecision:
     min_f1: float
     production_version: str | None
     production_f1: float | None
+    recall: float = float("nan")  # recall at target_fpr on the evaluation data
+    min_recall: float = 0.0
+    production_recall: float | None = None
+    target_fpr: float = 0.001
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for Prefect results and logs)."""
@@ -83,9 +97,9 @@ def log_and_register(
     from mlflow.models import infer_signature
 
     derived = booster_derived(booster)
-    columns = list(FEATURES + derived)
-    scores = score(booster, test.X)
-    inputs = model_inputs(test.X, derived)
+    columns = list(booster_features(booster))
+    scores = score_dataset(booster, test)
+    inputs = model_inputs(test.X, derived, test.T if booster_temporal(booster) else None)
     # complete rows first (derived ratios are NaN where a reading is N/A or a divisor is 0)
     example_rows = inputs[np.argsort(np.isnan(inputs).sum(axis=1), kind="stable")[:5]]
     example = pd.DataFrame(example_rows.astype(np.float64), columns=columns)
@@ -165,24 +179,42 @@ def gate(
     test: Dataset,
     min_f1: float,
     model_name: str = MODEL_NAME,
+    min_recall: float = 0.0,
+    target_fpr: float = 0.001,
 ) -> GateDecision:
-    """Move ``production`` to ``version`` only if F1 >= ``min_f1`` and not worse than production."""
+    """Move ``production`` to ``version`` only if its recall at ``target_fpr`` on ``test`` is
+    at least ``min_recall`` and production's on the same rows, and its F1 (at its own stored
+    threshold) is at least ``min_f1``."""
     f1 = float(new_metrics["f1"])
+    recall = float(new_metrics.get("recall_at_target_fpr", float("nan")))
     prod = production_version(model_name)
     prod_f1: float | None = None
+    prod_recall: float | None = None
     if prod is not None and prod != version:
-        prod_scores = score(load_version(prod, model_name), test.X)
-        prod_f1 = evaluate(test.y, prod_scores, test.profile)["f1"]
-    if f1 < min_f1:
+        from secml.abp.model import booster_threshold, evaluate
+
+        prod_booster = load_version(prod, model_name)
+        prod_scores = score_dataset(prod_booster, test)
+        prod_recall = recall_at_fpr(test.y, prod_scores, target_fpr)
+        prod_f1 = evaluate(
+            test.y, prod_scores, test.profile, booster_threshold(prod_booster), target_fpr
+        )["f1"]
+    at = f"recall at FPR <= {target_fpr:g}"
+    if not recall >= min_recall:
+        promoted, reason = False, f"{at} {recall:.4f} is below the minimum {min_recall:.4f}"
+    elif f1 < min_f1:
         promoted, reason = False, f"F1 {f1:.4f} is below the minimum {min_f1:.4f}"
-    elif prod_f1 is not None and f1 < prod_f1:
+    elif prod_recall is not None and recall < prod_recall:
         promoted = False
-        reason = f"F1 {f1:.4f} is worse than production v{prod} ({prod_f1:.4f}) on the same data"
+        reason = (
+            f"{at} {recall:.4f} is worse than production v{prod} ({prod_recall:.4f}) "
+            "on the same data"
+        )
     else:
         promoted = True
-        reason = f"F1 {f1:.4f} >= minimum {min_f1:.4f}" + (
-            f" and >= production v{prod} ({prod_f1:.4f})"
-            if prod_f1 is not None
+        reason = f"{at} {recall:.4f} >= minimum {min_recall:.4f}, F1 {f1:.4f}" + (
+            f" and >= production v{prod} ({prod_recall:.4f})"
+            if prod_recall is not None
             else " (no production version yet)"
         )
     client = _client()
@@ -190,11 +222,18 @@ def gate(
         client.set_registered_model_alias(model_name, PROD_ALIAS, version)
     client.set_model_version_tag(model_name, version, "gate", "passed" if promoted else "failed")
     client.set_model_version_tag(model_name, version, "gate_reason", reason)
+    client.set_model_version_tag(model_name, version, "recall_at_target_fpr", f"{recall:.6f}")
     if prod_f1 is not None:
         client.set_model_version_tag(
             model_name, version, "production_f1_same_data", f"{prod_f1:.6f}"
         )
+        client.set_model_version_tag(
+            model_name, version, "production_recall_at_target_fpr", f"{prod_recall:.6f}"
+        )
     log.info(
         "gate for %s v%s: %s (%s)", model_name, version, "promoted" if promoted else "kept", reason
     )
-    return GateDecision(version, promoted, reason, f1, min_f1, prod, prod_f1)
+    return GateDecision(
+        version, promoted, reason, f1, min_f1, prod, prod_f1,
+        recall, min_recall, prod_recall, target_fpr,
+    )  # fmt: skip

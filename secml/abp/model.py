@@ -22,6 +22,7 @@ import xgboost as xgb
 
 from secml.abp.features import DERIVED, FEATURES, MODEL_FEATURES, N_FEATURES, derive, to_matrix
 from secml.abp.generator import MINING_PROFILES, TIMESTAMP_FORMAT, TIMESTAMP_KEY, UUID_KEY
+from secml.abp.temporal import DEFAULT_WINDOW, TEMPORAL, TemporalState
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ class TrainParams:
     # Append the scale-free ratios of ``features.DERIVED`` to the 18 raw columns: they help
     # on GPU models absent from the training data (bench/bench_abp_generalise.py).
     derived: bool = True
+    # Append the per-GPU rolling-window features of ``secml.abp.temporal`` (each GPU's last
+    # ``window`` samples): duty cycles, memory held while utilisation drops, flat clocks/power.
+    temporal: bool = True
+    window: int = DEFAULT_WINDOW
 
     def xgb_params(self) -> dict[str, Any]:
         """The booster parameters passed to ``xgb.train``."""
@@ -171,6 +176,7 @@ class Dataset:
     gpu: np.ndarray  # uuid per row
     time: np.ndarray  # epoch seconds per row
     profile: np.ndarray  # workload profile per row ("analyst" for store-only labels)
+    T: np.ndarray | None = None  # per-GPU temporal features (secml.abp.temporal), row-aligned
 
     def __len__(self) -> int:
         """Number of rows."""
@@ -178,7 +184,10 @@ class Dataset:
 
     def subset(self, idx: np.ndarray) -> Dataset:
         """Rows ``idx`` as a new dataset."""
-        return Dataset(self.X[idx], self.y[idx], self.gpu[idx], self.time[idx], self.profile[idx])
+        T = None if self.T is None else self.T[idx]
+        return Dataset(
+            self.X[idx], self.y[idx], self.gpu[idx], self.time[idx], self.profile[idx], T
+        )
 
     def window(self) -> tuple[str, str]:
         """First and last sample time as ISO 8601 UTC."""
@@ -192,6 +201,7 @@ def build_dataset(
     records: list[dict[str, Any]],
     labels: dict[tuple[str, str], tuple[int, str]],
     analyst: Iterable[tuple[dict[str, Any], int]] = (),
+    window: int = DEFAULT_WINDOW,
 ) -> tuple[Dataset, dict[str, int]]:
     """Join records to labels and analyst labels (which win); return the dataset and counts."""
     overrides: dict[tuple[str, str], int] = {}
@@ -247,6 +257,7 @@ def build_dataset(
         time=np.asarray(times, dtype=np.float64),
         profile=np.asarray(profiles),
     )
+    ds.T = temporal_of(ds.X, ds.gpu, ds.time, window)
     counts = {
         "rows": len(ds),
         "unlabelled": unlabelled,
@@ -255,6 +266,16 @@ def build_dataset(
         "mining": int(ds.y.sum()),
     }
     return ds, counts
+
+
+def temporal_of(
+    X: np.ndarray, gpu: np.ndarray, time: np.ndarray, window: int = DEFAULT_WINDOW
+) -> np.ndarray:
+    """Temporal features of rows in any order: each GPU's rows are fed in time order."""
+    order = np.lexsort((time, gpu))
+    T = np.empty((len(X), len(TEMPORAL)), dtype=np.float32)
+    T[order] = TemporalState(window).features(X[order], gpu[order].tolist())
+    return T
 
 
 def _epoch(rec: dict[str, Any], index: int) -> float:
@@ -313,9 +334,21 @@ def split(
 # ---------------------------------------------------------------- train / score
 
 
-def model_inputs(X: np.ndarray, derived: Sequence[str]) -> np.ndarray:
-    """The matrix a booster sees: the (n, 18) raw features plus the ``derived`` columns."""
-    return derive(X, derived) if derived else np.asarray(X, dtype=np.float32)
+def model_inputs(X: np.ndarray, derived: Sequence[str], T: np.ndarray | None = None) -> np.ndarray:
+    """The matrix a booster sees: the (n, 18) raw features, the ``derived`` columns, then ``T``."""
+    out = derive(X, derived) if derived else np.asarray(X, dtype=np.float32)
+    if T is not None:
+        out = np.hstack([out, np.asarray(T, dtype=np.float32)])
+    return out
+
+
+def _temporal_input(ds: Dataset, params: TrainParams) -> np.ndarray | None:
+    """The dataset's temporal features if ``params`` asks for them (computed when absent)."""
+    if not params.temporal:
+        return None
+    if ds.T is None or params.window != DEFAULT_WINDOW:
+        return temporal_of(ds.X, ds.gpu, ds.time, params.window)
+    return ds.T
 
 
 def train(ds: Dataset, params: TrainParams, evals: Dataset | None = None) -> xgb.Booster:
@@ -326,10 +359,17 @@ def train(ds: Dataset, params: TrainParams, evals: Dataset | None = None) -> xgb
     # in FEATURES order and ``score`` appends the derived columns; the list of columns the
     # booster sees is stored as the ``features`` attribute.
     derived = DERIVED if params.derived else ()
-    dtrain = xgb.DMatrix(model_inputs(ds.X, derived), label=ds.y, missing=np.nan)
+    temporal = TEMPORAL if params.temporal else ()
+    dtrain = xgb.DMatrix(
+        model_inputs(ds.X, derived, _temporal_input(ds, params)), label=ds.y, missing=np.nan
+    )
     watch = [(dtrain, "train")]
     if evals is not None:
-        dev = xgb.DMatrix(model_inputs(evals.X, derived), label=evals.y, missing=np.nan)
+        dev = xgb.DMatrix(
+            model_inputs(evals.X, derived, _temporal_input(evals, params)),
+            label=evals.y,
+            missing=np.nan,
+        )
         watch.append((dev, "eval"))
     booster = xgb.train(
         params.xgb_params(),
@@ -339,7 +379,9 @@ def train(ds: Dataset, params: TrainParams, evals: Dataset | None = None) -> xgb
         verbose_eval=False,
     )
     booster.set_attr(
-        features=json.dumps(list(FEATURES + derived)), threshold=str(DEFAULT_THRESHOLD)
+        features=json.dumps(list(FEATURES + derived + temporal)),
+        threshold=str(DEFAULT_THRESHOLD),
+        window=str(params.window),
     )
     return booster
 
@@ -357,6 +399,8 @@ def _derived_of(attr: str) -> tuple[str, ...]:
             f"(secml.abp.features.FEATURES): {attr[:120]!r}"
         )
     extra = tuple(names[N_FEATURES:])
+    if extra[-len(TEMPORAL) :] == TEMPORAL:
+        extra = extra[: -len(TEMPORAL)]
     unknown = [n for n in extra if n not in DERIVED]
     if unknown:
         raise ValueError(
@@ -378,25 +422,116 @@ def booster_derived(booster: xgb.Booster) -> tuple[str, ...]:
     return _derived_of(attr)
 
 
+def booster_temporal(booster: xgb.Booster) -> int:
+    """The temporal window (samples) the booster's features were computed with; 0: none."""
+    attr = booster.attr("features")
+    if attr is None or not attr.rstrip().endswith(json.dumps(TEMPORAL[-1]) + "]"):
+        return 0
+    return int(booster.attr("window") or DEFAULT_WINDOW)
+
+
 def booster_features(booster: xgb.Booster) -> tuple[str, ...]:
-    """The columns the booster sees, in order: the 18 raw features, then any derived ones."""
-    return FEATURES + booster_derived(booster)
+    """The columns the booster sees: the 18 raw features, any derived, any temporal ones."""
+    return FEATURES + booster_derived(booster) + (TEMPORAL if booster_temporal(booster) else ())
 
 
-def score(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
+def score(
+    booster: xgb.Booster,
+    X: np.ndarray,
+    uuids: Sequence[str | None] | None = None,
+    state: TemporalState | None = None,
+    T: np.ndarray | None = None,
+) -> np.ndarray:
     """Mining probability per row of an (n, 18) raw float matrix (NaN = missing).
 
     The derived columns the booster was trained with (its ``features`` attribute) are
     computed here, so every caller passes the same 18 columns; boosters trained on the
-    18 alone get them unchanged.
+    18 alone get them unchanged. A booster with temporal features reads each GPU's history
+    from ``state`` (rows keyed by ``uuids``, in time order per GPU), or from this call alone
+    when no state is given; ``T`` passes temporal features computed already.
     """
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2 or X.shape[1] != N_FEATURES:
         raise ValueError(f"expected an (n, {N_FEATURES}) feature matrix, got shape {X.shape}")
     if len(X) == 0:
         return np.empty(0, dtype=np.float32)
-    X = model_inputs(X, booster_derived(booster))
+    window = booster_temporal(booster)
+    if window and T is None:
+        T = (state if state is not None else TemporalState(window)).features(X, uuids)
+    X = model_inputs(X, booster_derived(booster), T if window else None)
     return np.asarray(booster.inplace_predict(X), dtype=np.float32).reshape(-1)
+
+
+def score_dataset(booster: xgb.Booster, ds: Dataset) -> np.ndarray:
+    """Mining probability per row of a dataset, each GPU's history read in time order."""
+    window = booster_temporal(booster)
+    T = None
+    if window:
+        same = ds.T is not None and window == DEFAULT_WINDOW
+        T = ds.T if same else temporal_of(ds.X, ds.gpu, ds.time, window)
+    return score(booster, ds.X, T=T)
+
+
+def calibrate_threshold(y: np.ndarray, scores: np.ndarray, target_fpr: float) -> float:
+    """The lowest threshold whose false-positive rate on (y, scores) is at most ``target_fpr``.
+
+    At most ``floor(target_fpr * negatives)`` benign rows score at or above it. With no benign
+    rows the default threshold is returned.
+    """
+    if not 0 <= target_fpr < 1:
+        raise ValueError(f"target_fpr must be in [0, 1), got {target_fpr}")
+    neg = np.sort(np.asarray(scores, dtype=np.float64)[np.asarray(y) == 0])[::-1]
+    if len(neg) == 0:
+        return DEFAULT_THRESHOLD
+    k = int(np.floor(target_fpr * len(neg) + 1e-9))
+    if k >= len(neg):
+        return float(neg[-1])
+    # strictly above the (k+1)-th highest benign score; float32 scores compare exactly
+    return float(np.nextafter(np.float32(neg[k]), np.float32(np.inf)))
+
+
+def recall_at_fpr(y: np.ndarray, scores: np.ndarray, target_fpr: float) -> float:
+    """Recall at the best threshold whose FPR on these rows is <= ``target_fpr``."""
+    y = np.asarray(y)
+    if not (y == 1).any() or not (y == 0).any():
+        return math.nan
+    t = calibrate_threshold(y, scores, target_fpr)
+    return float((np.asarray(scores)[y == 1] >= t).mean())
+
+
+def fit_calibrated(
+    ds: Dataset,
+    params: TrainParams,
+    target_fpr: float,
+    val_fraction: float = 0.2,
+    evals: Dataset | None = None,
+) -> tuple[xgb.Booster, dict[str, float]]:
+    """Train on most GPUs of ``ds``; pick the threshold on the rest (whole GPUs) for an FPR.
+
+    The threshold (lowest score with FPR <= ``target_fpr`` on the validation GPUs) is stored
+    with the booster (``threshold``, ``target_fpr`` attributes) and used wherever it scores.
+    """
+    fit_idx, val_idx = split(ds, "gpu", val_fraction, params.seed + 1)
+    val = ds.subset(val_idx)
+    booster = train(ds.subset(fit_idx), params, evals=evals)
+    val_scores = score_dataset(booster, val)
+    threshold = calibrate_threshold(val.y, val_scores, target_fpr)
+    booster.set_attr(threshold=repr(threshold), target_fpr=repr(target_fpr))
+    pred = val_scores >= threshold
+    info = {
+        "threshold": threshold,
+        "target_fpr": target_fpr,
+        "val_rows": float(len(val)),
+        "val_fpr": float(pred[val.y == 0].mean()) if (val.y == 0).any() else math.nan,
+        "val_recall": float(pred[val.y == 1].mean()) if (val.y == 1).any() else math.nan,
+    }
+    return booster, info
+
+
+def booster_threshold(booster: xgb.Booster) -> float:
+    """The decision threshold stored with the booster (calibrated, else the default)."""
+    attr = booster.attr("threshold")
+    return float(attr) if attr else DEFAULT_THRESHOLD
 
 
 def predict(
@@ -425,7 +560,11 @@ def load_booster(path_or_bytes: str | bytes | bytearray) -> xgb.Booster:
 
 
 def evaluate(
-    y: np.ndarray, scores: np.ndarray, profiles: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+    y: np.ndarray,
+    scores: np.ndarray,
+    profiles: np.ndarray,
+    threshold: float = DEFAULT_THRESHOLD,
+    target_fpr: float = 0.001,
 ) -> dict[str, float]:
     """Precision, recall, F1, ROC AUC, confusion counts and per-profile detection rates.
 
@@ -433,6 +572,7 @@ def evaluate(
     profiles ``specificity_<profile>`` is the share correctly left alone.
     """
     from sklearn.metrics import (
+        average_precision_score,
         confusion_matrix,
         f1_score,
         precision_score,
@@ -442,12 +582,18 @@ def evaluate(
 
     y = np.asarray(y).astype(int)
     pred = (np.asarray(scores) >= threshold).astype(int)
-    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, pred, labels=[0, 1]).ravel())
     m: dict[str, float] = {
         "precision": float(precision_score(y, pred, zero_division=0)),
         "recall": float(recall_score(y, pred, zero_division=0)),
         "f1": float(f1_score(y, pred, zero_division=0)),
         "roc_auc": float(roc_auc_score(y, scores)) if len(np.unique(y)) == 2 else math.nan,
+        "pr_auc": (
+            float(average_precision_score(y, scores)) if len(np.unique(y)) == 2 else math.nan
+        ),
+        "fpr": float(fp / max(1, fp + tn)),
+        "threshold": float(threshold),
+        "recall_at_target_fpr": recall_at_fpr(y, scores, target_fpr),
         "accuracy": float((tp + tn) / max(1, len(y))),
         "tn": int(tn),
         "fp": int(fp),

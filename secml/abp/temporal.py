@@ -145,8 +145,7 @@ class TemporalState:
                 groups.setdefault(None if u is None else str(u), []).append(i)
         for uuid, idx in groups.items():
             if uuid is None:
-                for i in idx:  # no history: each row alone
-                    out[i] = self._run(None, base[i : i + 1])[0]
+                out[idx] = _alone(base[idx])  # no history: each row alone
                 continue
             rows = base[idx] if len(idx) != n else base
             res = self._run(uuid, rows)
@@ -273,6 +272,21 @@ class TemporalState:
             if len(self._gpus) > self.max_gpus:
                 self._gpus.popitem(last=False)
         return out
+
+
+def _alone(base: np.ndarray) -> np.ndarray:
+    """Temporal features of rows with no history (a window of one sample each)."""
+    m = len(base)
+    u, p, mc, fb = base[:, _UTIL], base[:, _POWER], base[:, _MEMCLK], base[:, _FB]
+    zero, one = np.zeros(m), np.ones(m)
+    pos = lambda v: np.where(v > 0, one, np.nan)  # noqa: E731  v / v, NaN where unreadable
+    cols = (u, zero, u, u, (u >= 90) * 1.0, zero, u, base[:, _MEMUTIL], zero, zero * pos(p),
+            pos(p), pos(p), zero, zero, pos(mc), fb, zero, fb, zero)  # fmt: skip
+    out = np.column_stack(cols).astype(np.float32)
+    for j, dep in _DEPENDS.items():
+        bad = np.isnan(base[:, list(dep)]).any(axis=1)
+        out[bad, j] = np.nan
+    return out
 
 
 _SERIES_OF = {

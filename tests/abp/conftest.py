@@ -40,7 +40,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     records = [json.loads(line) for line in data.read_text().splitlines()]
     ds, _ = m.build_dataset(records, m.read_labels(str(labels)))
     tr, te = m.split(ds, "gpu", 0.25, seed=0)
-    booster = m.train(ds.subset(tr), m.TrainParams(n_estimators=60, max_depth=5))
+    # one sample at a time (temporal=False): the per-record behaviour tests read it alone;
+    # the temporal model is tested in test_temporal.py
+    params = m.TrainParams(n_estimators=60, max_depth=5, temporal=False)
+    booster = m.train(ds.subset(tr), params)
     path = out / "booster.ubj"
     booster.save_model(str(path))
     return Fleet(out, data, labels, records, ds, tr, te, booster, path)

@@ -10,6 +10,7 @@ import pytest
 from secml.abp import PROD_ALIAS
 from secml.abp import model as m
 from secml.abp.features import to_matrix
+from secml.abp.temporal import TemporalState
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +48,12 @@ def _client():
 def test_first_version_is_logged_and_promoted(first, model_name) -> None:
     assert first["gate"]["promoted"] is True, first["gate"]
     assert first["metrics"]["f1"] >= 0.5
+    # the threshold was calibrated on validation GPUs for the target FPR and stored with it
+    calib = first["calibration"]
+    assert (
+        calib["val_fpr"] <= calib["target_fpr"]
+        and first["metrics"]["threshold"] == calib["threshold"]
+    )
     assert first["counts"]["analyst_overrides"] == 1
     client = _client()
     prod = client.get_model_version_by_alias(model_name, PROD_ALIAS)
@@ -81,7 +88,7 @@ def test_worse_model_leaves_the_alias(first, fleet, model_name) -> None:
     assert gate["promoted"] is False
     assert "worse than production" in gate["reason"]
     assert gate["production_version"] == first["version"]
-    assert gate["f1"] < gate["production_f1"]
+    assert gate["recall"] < gate["production_recall"]  # recall at the target FPR, same rows
     client = _client()
     assert client.get_model_version_by_alias(model_name, PROD_ALIAS).version == first["version"]
     assert client.get_model_version(model_name, worse["version"]).tags["gate"] == "failed"
@@ -108,7 +115,9 @@ def test_pipeline_scores_with_the_production_alias(first, fleet, model_name, tmp
     assert code == 0
     got = np.array([json.loads(x)["mining_score"] for x in out.read_text().splitlines()])
     booster = mlflow.xgboost.load_model(f"models:/{model_name}/{first['version']}")
-    np.testing.assert_allclose(got, m.score(booster, to_matrix(fleet.records)), atol=1e-6)
+    uuids = [r.get("nvidia_smi_log.gpu.uuid") for r in fleet.records]
+    expected = m.score(booster, to_matrix(fleet.records), uuids, TemporalState())
+    np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
 def test_deployment_runs_from_prefect_with_parameters(first, fleet, prefect_worker) -> None:

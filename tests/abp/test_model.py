@@ -239,7 +239,7 @@ def test_booster_round_trip_keeps_scores_and_feature_list(fleet) -> None:
 
 def test_default_booster_sees_raw_plus_derived_and_says_so(fleet) -> None:
     b = fleet.booster
-    assert m.TrainParams().derived is True
+    assert m.TrainParams().derived is True and m.TrainParams().temporal is True
     assert json.loads(b.attr("features")) == list(MODEL_FEATURES)
     assert b.num_features() == len(MODEL_FEATURES) == len(m.booster_features(b))
     X = fleet.ds.X[:300]
@@ -251,7 +251,8 @@ def test_default_booster_sees_raw_plus_derived_and_says_so(fleet) -> None:
 def test_an_18_feature_booster_still_scores_the_same_input(fleet) -> None:
     """Boosters trained before the derived features (or with them off) keep working."""
     train = fleet.ds.subset(fleet.train_idx)
-    old = m.train(train, m.TrainParams(n_estimators=20, max_depth=4, derived=False))
+    params = m.TrainParams(n_estimators=20, max_depth=4, derived=False, temporal=False)
+    old = m.train(train, params)
     assert json.loads(old.attr("features")) == list(FEATURES)
     assert old.num_features() == len(FEATURES) == len(m.booster_features(old))
     X = fleet.ds.X[fleet.test_idx]
