@@ -34,11 +34,25 @@ DATA_FILE = "nvsmi.jsonlines"
 LABELS_FILE = "labels.csv"
 LABEL_COLUMNS = ("uuid", "timestamp", "line", "mining", "profile", "product_name")
 
-BENIGN_PROFILES = ("idle", "dl_training", "inference", "llm_inference", "render_encode")
-MINING_PROFILES = ("mining_memhard", "mining_compute", "mining_stealth")
+BENIGN_PROFILES = (
+    "idle", "dl_training", "inference", "llm_inference", "render_encode",
+    # look-alikes: flat-out and power-capped, 100% util at low power, bursty, memory held idle
+    "render_powercap", "hpc_fp64", "nccl_spin", "batch_inference", "idle_mem_held",
+)  # fmt: skip
+MINING_PROFILES = (
+    "mining_memhard", "mining_compute", "mining_stealth",
+    # evasion: memory clock locked low, duty cycles with the DAG resident, low intensity,
+    # power limit at the board's minimum
+    "mining_core_memlock", "mining_duty_cycled", "mining_low_intensity", "mining_power_limited",
+)  # fmt: skip
 PROFILES = BENIGN_PROFILES + MINING_PROFILES
 # Share of segments per profile; mining is a minority, as in a real fleet.
-PROFILE_WEIGHTS = np.array([0.24, 0.2, 0.14, 0.08, 0.1, 0.08, 0.08, 0.08])
+PROFILE_WEIGHTS = np.array(
+    [0.14, 0.12, 0.08, 0.05, 0.05, 0.04, 0.04, 0.04, 0.05, 0.05]
+    + [0.05, 0.05, 0.05, 0.05, 0.05, 0.04, 0.05]
+)
+# Boards whose driver reports no power reading at all (some GeForce cards).
+POWER_NA_MODELS = frozenset({"NVIDIA GeForce GTX 1650"})
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,12 @@ GPU_SPECS: tuple[GpuSpec, ...] = (
             210, 405, 300, 100, 300, 98, 95, 93, None, 4, True, True),
     GpuSpec("NVIDIA GeForce RTX 4090", "GeForce", "Ada Lovelace", 24564, 256, 3105, 10501, 2415,
             None, None, 210, 405, 450, 150, 600, 90, 87, 83, None, 4, False, True),
+    GpuSpec("NVIDIA GeForce GTX 1650", "GeForce", "Turing", 4096, 256, 1890, 4001, 1725, None,
+            None, 300, 405, 75, 45, 75, 97, 94, 92, None, 3, False, True),
+    GpuSpec("Tesla P40", "Tesla", "Pascal", 24451, 32768, 1531, 3615, 1379, 1303, 3615,
+            544, 405, 250, 125, 250, 95, 92, 88, None, 3, True, False),
+    GpuSpec("Quadro RTX 6000", "Quadro", "Turing", 24576, 256, 2100, 7001, 1950, 1770, 7001,
+            300, 405, 260, 100, 260, 94, 91, 89, None, 3, True, True),
 )  # fmt: skip
 # Driver branches and the XML layout each prints (keys differ; the 18 features stay readable):
 # <535 power_readings.* and clocks_throttle_reasons; 535/550 gpu_power_readings.* and
@@ -194,6 +214,73 @@ def _segment(
             * (1 + _ar1(rng, n, 0.9, 0.01))
         )
         gfx = gfx_max * np.clip(rng.uniform(0.4, 0.62) + _ar1(rng, n, 0.9, 0.005), 0.3, 1.0)
+        capped[:] = True
+    elif profile == "render_powercap":  # path tracing: SMs flat out against the power limit
+        util = np.clip(rng.uniform(95, 100) + _ar1(rng, n, 0.8, 1), 0, 100)
+        mem_util = np.clip(rng.uniform(25, 60) + _ar1(rng, n, 0.9, 5), 0, 100)
+        enc = np.clip(rng.uniform(0, 30) + _ar1(rng, n, 0.9, 5), 0, 100)
+        used = one * mem * rng.uniform(0.1, 0.6)
+        power = spec.power_limit * np.clip(rng.uniform(0.97, 1.0) + _ar1(rng, n, 0.8, 0.01), 0, 1)
+        gfx = gfx_max * np.clip(rng.uniform(0.7, 0.9) + _ar1(rng, n, 0.8, 0.03), 0.4, 1.0)
+        capped[:] = True
+    elif profile == "hpc_fp64":  # DGEMM/LINPACK: flat, hot, modest memory traffic
+        util = np.clip(rng.uniform(97, 100) + _ar1(rng, n, 0.8, 0.8), 0, 100)
+        mem_util = np.clip(rng.uniform(15, 45) + _ar1(rng, n, 0.9, 3), 0, 100)
+        used = one * mem * rng.uniform(0.3, 0.8)
+        power = spec.power_limit * np.clip(rng.uniform(0.85, 1.0) + _ar1(rng, n, 0.9, 0.01), 0, 1)
+        gfx = gfx_max * np.clip(rng.uniform(0.85, 1.0) + _ar1(rng, n, 0.9, 0.01), 0.5, 1.0)
+    elif profile == "nccl_spin":  # collectives waiting on peers: 100% util at low power
+        util = np.clip(100 - np.abs(rng.normal(0, 0.5, n)), 0, 100)
+        mem_util = np.clip(rng.uniform(0, 5) + _ar1(rng, n, 0.9, 1), 0, 100)
+        used = one * mem * rng.uniform(0.6, 0.95)
+        power = spec.power_limit * np.clip(rng.uniform(0.2, 0.4) + _ar1(rng, n, 0.9, 0.01), 0, 1)
+        gfx = gfx_max * np.clip(rng.uniform(0.85, 1.0) + _ar1(rng, n, 0.9, 0.01), 0.5, 1.0)
+    elif profile == "batch_inference":  # a batch every few samples: on/off like a duty cycle
+        period = int(rng.integers(3, 16))
+        on = (np.arange(n) + int(rng.integers(period))) % period < max(1, period // 2)
+        util = np.where(on, rng.uniform(70, 100, n), rng.uniform(0, 5, n))
+        mem_util = util * rng.uniform(0.3, 0.7)
+        used = one * mem * rng.uniform(0.2, 0.7)
+        power = spec.power_limit * np.where(on, rng.uniform(0.6, 0.95), rng.uniform(0.1, 0.2))
+        gfx = np.where(on, gfx_max * rng.uniform(0.85, 1.0), spec.idle_graphics * 2.0)
+    elif profile == "idle_mem_held":  # a stopped job or notebook still holding its memory
+        util = np.zeros(n)
+        mem_util = np.zeros(n)
+        used = one * mem * rng.uniform(0.2, 0.95)
+        power = spec.power_limit * (rng.uniform(0.06, 0.16) + _ar1(rng, n, 0.9, 0.005))
+        gfx = one * spec.idle_graphics
+        mem_clock = one * spec.idle_mem
+    elif profile == "mining_core_memlock":  # core-bound algorithm, memory clock locked low
+        util = np.clip(100 - np.abs(rng.normal(0, 0.6, n)), 0, 100).round()
+        mem_util = np.clip(rng.uniform(1, 12) + _ar1(rng, n, 0.9, 1), 0, 100)
+        used = one * min(mem * 0.5, rng.uniform(250, 1600))
+        power = spec.power_limit * np.clip(rng.uniform(0.6, 0.95) + _ar1(rng, n, 0.9, 0.01), 0, 1)
+        gfx = gfx_max * np.clip(rng.uniform(0.8, 1.0) + _ar1(rng, n, 0.9, 0.005), 0.5, 1.0)
+        hbm = spec.idle_mem >= spec.max_mem  # HBM boards cannot lock memory low
+        low = max(spec.idle_mem, spec.max_mem * rng.uniform(0.08, 0.25))
+        mem_clock = one * (spec.max_mem if hbm else low)
+    elif profile == "mining_duty_cycled":  # runs k samples, pauses j; the DAG stays resident
+        on_len, off_len = int(rng.integers(2, 15)), int(rng.integers(2, 25))
+        on = (np.arange(n) + int(rng.integers(on_len + off_len))) % (on_len + off_len) < on_len
+        util = np.where(on, np.clip(100 - np.abs(rng.normal(0, 0.6, n)), 0, 100), 0.0)
+        mem_util = np.where(on, rng.uniform(80, 100, n), 0.0)
+        used = one * min(mem * 0.9, rng.uniform(2500, 6800))
+        power = spec.power_limit * np.where(on, rng.uniform(0.5, 0.75), rng.uniform(0.08, 0.15))
+        gfx = np.where(on, gfx_max * rng.uniform(0.5, 0.72), spec.idle_graphics)
+        mem_clock = np.where(on, spec.max_mem, spec.idle_mem)
+    elif profile == "mining_low_intensity":  # intensity throttled to stay under the radar
+        util = np.clip(rng.uniform(20, 55) + rng.normal(0, 3, n), 0, 100)
+        mem_util = np.clip(util * rng.uniform(0.75, 1.0), 0, 100)
+        used = one * min(mem * 0.9, rng.uniform(2500, 6800))
+        power = spec.power_limit * np.clip(0.2 + util / 200 + _ar1(rng, n, 0.9, 0.01), 0, 1)
+        gfx = gfx_max * np.clip(rng.uniform(0.5, 0.8) + _ar1(rng, n, 0.9, 0.005), 0.3, 1.0)
+    elif profile == "mining_power_limited":  # power limit set to the board's minimum
+        util = np.clip(100 - np.abs(rng.normal(0, 0.6, n)), 0, 100).round()
+        mem_util = np.clip(rng.uniform(80, 100) + _ar1(rng, n, 0.9, 1.5), 0, 100)
+        used = one * min(mem * 0.9, rng.uniform(2500, 6800))
+        power = spec.min_power_limit * (1 + _ar1(rng, n, 0.9, 0.01))
+        share = spec.min_power_limit / spec.power_limit
+        gfx = gfx_max * np.clip(share * rng.uniform(0.6, 0.9) + _ar1(rng, n, 0.9, 0.005), 0.2, 1)
         capped[:] = True
     else:
         raise ValueError(f"unknown workload profile {profile!r}; known: {', '.join(PROFILES)}")
@@ -485,7 +572,9 @@ def _gpu_records(
                     G + "temperature.gpu_temp": _fmt(t, "C"),
                     G + "temperature.memory_temp": _fmt(t + 4, "C") if s.temp_max_mem else "N/A",
                     G + "power_readings.power_state": "P0" if busy else "P8",
-                    G + "power_readings.power_draw": _fmt(power, "W", 2),
+                    G + "power_readings.power_draw": "N/A"
+                    if s.name in POWER_NA_MODELS
+                    else _fmt(power, "W", 2),
                     G + "power_readings.power_limit": _fmt(
                         power * 1.05
                         if m["capped"][j] and profile == "mining_stealth"
@@ -560,7 +649,7 @@ def generate(
                 cuda=str(rng.choice(["11.4", "11.6", "12.0", "12.4", "13.0"])),
                 mig=spec.name in MIG_MODELS and rng.random() < 0.35,
             )
-            # The first workload cycles through the profiles so every fleet of >= 8 GPUs
+            # The first workload cycles through the profiles so every fleet of >= 17 GPUs
             # holds each of them; later segments are drawn by weight.
             first = PROFILES[(g + offset) % len(PROFILES)]
             for rec, profile in _gpu_records(gpu, start, n, interval_s, rng, first):

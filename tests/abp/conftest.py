@@ -32,7 +32,7 @@ class Fleet:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     """48 GPUs x 4 hours at 60 s (11,520 rows) and a 60-tree booster trained on 3/4 of the GPUs.
 
-    Many GPUs with few samples each: the 12 GPU models, driver layouts and MIG boards all
+    Many GPUs with few samples each: the GPU models, driver layouts and MIG boards all
     appear, so the held-out quarter is judged against a varied training fleet.
     """
     out = tmp_path_factory.mktemp("abp")

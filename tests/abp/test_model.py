@@ -285,7 +285,8 @@ def test_obvious_miner_is_flagged_on_a_gpu_model_never_seen_in_training(fleet) -
     for base in _one_per_model(fleet):
         name = base[G + "product_name"]
         train = fleet.ds.subset(np.flatnonzero(row_model != name))
-        booster = m.train(train, m.TrainParams(n_estimators=60, max_depth=5))
+        # per-sample model: single records, no GPU history
+        booster = m.train(train, m.TrainParams(n_estimators=60, max_depth=5, temporal=False))
         flags, scores = m.predict(
             booster, [_workload(base, k) for k in ("miner", "idle", "training")]
         )
