@@ -194,7 +194,11 @@ class TemporalState:
         s1 = wsum(seq)
         s2 = wsum(seq * seq)
         mean = s1 / count
-        std = np.sqrt(np.maximum(s2 / count - mean * mean, 0.0))
+        var = s2 / count - mean * mean
+        # a flat window is exactly 0 however the sums were split between blocks (cancellation
+        # leaves ~1e-12 that a tree split could otherwise read differently)
+        var[var <= 1e-9 * np.maximum(mean * mean, 1.0)] = 0.0
+        std = np.sqrt(var)
         # minima/maxima over a sliding view, front-padded with the first sample (exact: it is
         # in every padded window)
         pad = np.concatenate([np.repeat(seq[:1], w - 1, axis=0), seq])

@@ -1,0 +1,143 @@
+"""Per-GPU temporal features, the calibrated threshold, and the independent fleet generator."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from secml.abp import independent as gen2
+from secml.abp import model as m
+from secml.abp.features import FEATURE_SUFFIXES, N_FEATURES, to_matrix
+from secml.abp.temporal import TEMPORAL, TemporalState
+
+J = {s: j for j, s in enumerate(FEATURE_SUFFIXES)}
+COL = {n: j for j, n in enumerate(t.removeprefix("temporal.") for t in TEMPORAL)}
+
+
+def _rows(util: list[float], used: float = 5000.0) -> np.ndarray:
+    """Raw (n, 18) rows of one board with the given utilisation series."""
+    X = np.zeros((len(util), N_FEATURES), dtype=np.float32)
+    X[:, J["utilization.gpu_util"]] = util
+    X[:, J["utilization.memory_util"]] = np.asarray(util) * 0.9
+    X[:, J["fb_memory_usage.used"]] = used
+    X[:, J["fb_memory_usage.free"]] = 10000 - used
+    X[:, J["power_readings.power_draw"]] = 50 + np.asarray(util)
+    X[:, J["clocks.sm_clock"]] = X[:, J["clocks.graphics_clock"]] = 1000
+    X[:, J["max_clocks.sm_clock"]] = X[:, J["max_clocks.graphics_clock"]] = 2000
+    X[:, J["clocks.mem_clock"]] = 5000
+    X[:, J["max_clocks.mem_clock"]] = 6000
+    return X
+
+
+def test_block_boundaries_do_not_change_the_features(fleet) -> None:
+    """Batch (whole file), stream (one record at a time) and odd blocks agree exactly."""
+    recs = fleet.records[:900]
+    X = to_matrix(recs)
+    uuids = [r["nvidia_smi_log.gpu.uuid"] for r in recs]
+    whole = TemporalState().features(X, uuids)
+    for size in (1, 7, 64):
+        st = TemporalState()
+        parts = [st.features(X[i : i + size], uuids[i : i + size]) for i in range(0, len(X), size)]
+        np.testing.assert_allclose(np.vstack(parts), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_history_is_kept_per_gpu_uuid() -> None:
+    """Two GPUs interleaved read as each GPU alone; no uuid means no history."""
+    a, b = _rows([100, 0] * 10), _rows([50] * 20, used=100)
+    X = np.empty((40, N_FEATURES), dtype=np.float32)
+    X[0::2], X[1::2] = a, b
+    inter = TemporalState().features(X, ["A", "B"] * 20)
+    np.testing.assert_allclose(inter[0::2], TemporalState().features(a, ["A"] * 20))
+    np.testing.assert_allclose(inter[1::2], TemporalState().features(b, ["B"] * 20))
+    alone = TemporalState().features(a)
+    assert (alone[:, COL["util_std"]] == 0).all()
+    assert (inter[0::2][2:, COL["util_std"]] > 40).all()  # duty cycle seen through history
+
+
+def test_duty_cycle_and_memory_held_while_util_drops() -> None:
+    duty = TemporalState(window=10).features(_rows([100, 100, 0, 0, 0] * 6), ["g"] * 30)[-1]
+    flat = TemporalState(window=10).features(_rows([100] * 30), ["g"] * 30)[-1]
+    assert duty[COL["util_crossings"]] == pytest.approx(0.4)  # 4 crossings in 10 samples
+    assert flat[COL["util_crossings"]] == 0 and flat[COL["util_std"]] == 0
+    assert duty[COL["fb_held_util_drop"]] == pytest.approx(0.5)  # half the memory, 0..100%
+    assert flat[COL["fb_held_util_drop"]] == 0
+    assert duty[COL["util_busy_frac"]] == pytest.approx(0.4)
+
+
+def test_unreadable_series_give_nan_not_numbers() -> None:
+    X = _rows([100] * 5)
+    X[:, J["power_readings.power_draw"]] = np.nan  # GeForce boards with power N/A
+    T = TemporalState().features(X, ["g"] * 5)
+    assert np.isnan(T[:, COL["power_cv"]]).all() and np.isnan(T[:, COL["power_at_cap_frac"]]).all()
+    assert np.isfinite(T[:, COL["util_mean"]]).all()
+    X[2, J["utilization.gpu_util"]] = np.nan  # one dropped reading: carried forward
+    T = TemporalState().features(X, ["g"] * 5)
+    assert np.isfinite(T[:, COL["util_mean"]]).all()
+
+
+def test_state_forgets_the_least_recent_gpu() -> None:
+    st = TemporalState(max_gpus=2)
+    for g in ("a", "b", "c"):
+        st.features(_rows([1, 2]), [g, g])
+    assert len(st) == 2 and "a" not in st and "c" in st
+    with pytest.raises(ValueError, match="uuids"):
+        st.features(_rows([1, 2]), ["x"])
+
+
+def test_calibrated_threshold_meets_the_target_fpr() -> None:
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(5000), np.ones(500)].astype(int)
+    s = np.r_[rng.random(5000) * 0.8, 0.5 + rng.random(500) * 0.5].astype(np.float32)
+    for target in (0.0, 0.001, 0.01, 0.1):
+        t = m.calibrate_threshold(y, s, target)
+        assert (s[y == 0] >= t).mean() <= target
+        # the lowest such threshold: one benign score more would be flagged just below it
+        assert (s[y == 0] >= np.nextafter(np.float32(t), np.float32(0))).mean() > target or t <= 0
+    assert m.recall_at_fpr(y, s, 0.0) == pytest.approx((s[y == 1] > s[y == 0].max()).mean())
+
+
+def test_temporal_booster_stores_its_features_threshold_and_scores_through_state(fleet) -> None:
+    train = fleet.ds.subset(fleet.train_idx)
+    booster, info = m.fit_calibrated(train, m.TrainParams(n_estimators=30, max_depth=4), 0.01)
+    assert list(m.booster_features(booster)[-len(TEMPORAL) :]) == list(TEMPORAL)
+    assert m.booster_temporal(booster) == 20 and info["val_fpr"] <= 0.01
+    assert m.booster_threshold(booster) == pytest.approx(info["threshold"])
+    again = m.load_booster(m.save_booster(booster))
+    assert m.booster_threshold(again) == m.booster_threshold(booster)
+    test = fleet.ds.subset(fleet.test_idx)
+    s = m.score_dataset(again, test)
+    assert s.shape == (len(test),) and m.evaluate(test.y, s, test.profile)["roc_auc"] > 0.9
+    # the online path (a state fed in time order per GPU) gives the batch scores
+    order = np.lexsort((test.time, test.gpu))
+    st = TemporalState()
+    online = np.concatenate(
+        [
+            m.score(again, test.X[order][i : i + 50], test.gpu[order][i : i + 50].tolist(), st)
+            for i in range(0, len(test), 50)
+        ]
+    )
+    np.testing.assert_allclose(online, s[order], atol=1e-6)
+
+
+def test_independent_generator_is_labelled_and_readable(tmp_path) -> None:
+    data, labels = gen2.generate(tmp_path, gpus=len(gen2.WORKLOADS), hours=1, seed=3)
+    recs = [json.loads(x) for x in data.read_text().splitlines()]
+    rows = list(csv.DictReader(labels.open()))
+    assert len(rows) == len(recs) == len(gen2.WORKLOADS) * 120
+    assert {r["profile"] for r in rows} == set(gen2.WORKLOADS)
+    assert all(r["mining"] == str(int(r["profile"] in gen2.MINING)) for r in rows)
+    X = to_matrix(recs)
+    power = X[:, J["power_readings.power_draw"]]
+    names = np.array([r["nvidia_smi_log.gpu.product_name"] for r in recs])
+    assert np.isnan(power[names == "NVIDIA GeForce GTX 1050"]).all()  # power N/A board
+    assert np.isfinite(power[names == "NVIDIA A40"]).all()  # 580 layout: instant_power_draw
+    ds, counts = m.build_dataset(recs, m.read_labels(str(labels)))
+    assert counts["unlabelled"] == 0 and ds.T is not None and ds.T.shape == (len(ds), len(TEMPORAL))
+    # the physics: a power-limited miner draws no more than the board's minimum limit
+    lim = [r for r, row in zip(recs, rows, strict=True) if row["profile"] == "mine_power_limited"]
+    board = {b.name: b for b in gen2.BOARDS}[lim[0]["nvidia_smi_log.gpu.product_name"]]
+    draws = to_matrix(lim)[:, J["power_readings.power_draw"]]
+    assert np.nanmax(draws) <= board.pl_min * 1.05
