@@ -492,8 +492,8 @@ def make_people(n: int, days: int, seed: int) -> list[Person]:
         tier = tiers[i]
         sessions, per = {
             "light": (rng.uniform(0.8, 1.6), rng.uniform(1.3, 2.4)),
-            "mid": (rng.uniform(2.0, 4.0), rng.uniform(3.0, 6.0)),
-            "heavy": (rng.uniform(4.5, 8.0), rng.uniform(6.0, 11.0)),
+            "mid": (rng.uniform(2.5, 5.0), rng.uniform(4.0, 8.0)),
+            "heavy": (rng.uniform(5.0, 9.0), rng.uniform(7.0, 12.0)),
         }[tier]
         family = rng.choices(
             ("win", "mac", "linux", "chromeos"),
@@ -559,7 +559,7 @@ def make_people(n: int, days: int, seed: int) -> list[Person]:
                 mfa=mfa,
                 factor=factor,
                 remember_p=rng.uniform(0.0, 0.6),
-                typo_p=rng.uniform(0.01, 0.06),
+                typo_p=rng.uniform(0.02, 0.1),
                 home_ip=_ip(rng),
                 leave=leave,
                 user_key=_duo_key("DU", f"{seed}:{name}"),
@@ -1087,7 +1087,7 @@ class Sim:
                 s_tag = ("benign", "late_work", "")
             n = _geometric(rng, p.per_session if not evening else 1.5)
             t = _utc(self.start, d, h, s_tz)
-            for _ in range(n):
+            for k in range(n):
                 app = self._pick_app(p, dev)
                 e_tag = s_tag
                 if kind == "new_app" and plan and plan.app and not evening and rng.random() < 0.3:
@@ -1097,7 +1097,7 @@ class Sim:
                     if dev is new_dev or (new_dev.kind == "phone" and self.source == "duo"):
                         e_tag = ("benign", "new_laptop", "")
                 first = dev.name not in first_on
-                self._attempt(p, t, app, dev, s_city, s_ip, d, e_tag, first, mfa)
+                self._attempt(p, t, app, dev, s_city, s_ip, d, e_tag, first, mfa, k == 0)
                 first_on.add(dev.name)
                 t += timedelta(minutes=rng.expovariate(1.0 / p.gap_min) + 0.2)
 
@@ -1113,6 +1113,7 @@ class Sim:
         tag: tuple[str, str, str] | None,
         first: bool,
         mfa: Device | None = None,
+        opening: bool = True,
     ) -> None:
         """One benign sign-in, with the source's MFA noise and an occasional typo before it."""
         rng = self.rng
@@ -1122,7 +1123,7 @@ class Sim:
             self.events.append(replace(base, outcome="not_permitted"))
             base.when = t + timedelta(seconds=rng.uniform(20, 90))
             base.app = self._pick_app(p, dev)
-        if rng.random() < p.typo_p:
+        if rng.random() < (p.typo_p if opening else p.typo_p / 10):
             typo_tag = tag or ("benign", "typo", "")
             n_bad = rng.choice((1, 1, 2))
             kind = rng.choices(("bad_password", "push_denied", "push_timeout"), weights=(6, 2, 2))[
