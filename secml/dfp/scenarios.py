@@ -492,7 +492,7 @@ def make_people(n: int, days: int, seed: int) -> list[Person]:
         tier = tiers[i]
         sessions, per = {
             "light": (rng.uniform(0.8, 1.6), rng.uniform(1.3, 2.4)),
-            "mid": (rng.uniform(2.5, 5.0), rng.uniform(4.0, 8.0)),
+            "mid": (rng.uniform(3.2, 5.5), rng.uniform(4.5, 8.0)),
             "heavy": (rng.uniform(5.0, 9.0), rng.uniform(7.0, 12.0)),
         }[tier]
         family = rng.choices(
