@@ -114,6 +114,10 @@ class AbpScorer:
         self.meta = read_meta(version_dir)
         self.threshold = threshold
         self.booster = None
+        # per-GPU history for temporal boosters, kept for the life of this model instance
+        from secml.abp.temporal import TemporalState
+
+        self.state = TemporalState()
         if self.meta is not None:
             self.booster = load_booster(version_dir / MODEL_SUBDIR)
             attr = self.booster.attr("threshold")
@@ -126,20 +130,20 @@ class AbpScorer:
             raise NotSyncedError(ABP_REGISTERED)
         return str(self.meta["registered_model"]), str(self.meta["version"])
 
-    def score_matrix(self, x: np.ndarray) -> np.ndarray:
-        """P(mining) for an (n, 18) feature matrix."""
+    def score_matrix(self, x: np.ndarray, uuids: list[str | None] | None = None) -> np.ndarray:
+        """P(mining) for an (n, 18) feature matrix (rows keyed by GPU uuid for history)."""
         from secml.abp.model import score
 
         if self.booster is None:
             raise NotSyncedError(ABP_REGISTERED)
-        return score(self.booster, x)
+        return score(self.booster, x, uuids, self.state)
 
     def score_records(self, records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """One result dict per raw nvidia-smi record."""
         from secml.abp import features
 
         name, version = self.model_version
-        p = self.score_matrix(features.to_matrix(records))
+        p = self.score_matrix(features.to_matrix(records), [_gpu(r) for r in records])
         return [
             {
                 "score": float(s),
