@@ -181,17 +181,23 @@ def leave_one_model_out(
 def leave_one_profile_out(
     f: Fleet, kinds: tuple[str, ...], fpr: float, trees: int, seed: int
 ) -> dict:
-    """Per detector: one mining profile left out of training; held-out GPUs scored."""
+    """Per detector: one mining profile left out of training.
+
+    Training: the training GPUs' rows, less every row of the held-out profile. Test: the
+    held-out GPUs' rows plus every row of the held-out profile (none of which was trained on).
+    """
     tr_idx, te_idx = m.split(f.ds, "gpu", 0.3, seed)
     folds: dict[str, list[dict[str, float]]] = defaultdict(list)
     mining = sorted({p for p, y in zip(f.ds.profile, f.ds.y, strict=True) if y == 1})
     for prof in mining:
-        tr = tr_idx[f.ds.profile[tr_idx] != prof]
-        train, test = f.ds.subset(tr), f.ds.subset(te_idx)
+        out = f.ds.profile == prof
+        tr = tr_idx[~out[tr_idx]]
+        te = np.union1d(te_idx, np.flatnonzero(out))
+        train, test = f.ds.subset(tr), f.ds.subset(te)
         for kind in kinds:
             score_fn, thr = fit_detector(kind, train, fpr, trees, seed)
             s = score_fn(test)
-            res = metrics(test, f.model[te_idx], s, thr, fpr)
+            res = metrics(test, f.model[te], s, thr, fpr)
             mask = test.profile == prof
             res["heldout_recall"] = float((s[mask] >= thr).mean())
             # recall on the unseen profile at the FPR target on this fold's benign rows

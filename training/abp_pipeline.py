@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 
 from secml.abp import MODEL_NAME, PROD_ALIAS
+from secml.abp.alerts import DEFAULT_GAP, Episode, EpisodeTracker
 from secml.abp.model import (
     DEFAULT_THRESHOLD,
     DataError,
@@ -57,6 +58,7 @@ class Summary:
     rows: int = 0
     scored: int = 0
     flagged: int = 0
+    alerts: int = 0  # GPU episodes written to the alerts file
     skipped: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -230,6 +232,14 @@ class Writer:
 # ---------------------------------------------------------------- the pipeline
 
 
+def _write_alerts(fh: BinaryIO, episodes: list[Episode]) -> int:
+    """Append one JSON line per episode; return how many."""
+    fh.write(
+        b"".join(orjson.dumps(e.as_dict(), option=orjson.OPT_APPEND_NEWLINE) for e in episodes)
+    )
+    return len(episodes)
+
+
 def run(
     inputs: Sequence[str],
     output: str,
@@ -238,6 +248,8 @@ def run(
     on_error: str = "skip",
     batch_size: int = 4096,
     progress: bool = True,
+    alerts: str | None = None,
+    alert_gap: int = DEFAULT_GAP,
 ) -> Summary:
     """Run the pipeline over ``inputs`` into ``output``; raise PipelineError on a fatal bad row.
 
@@ -256,6 +268,8 @@ def run(
     summary = Summary()
     start = time.perf_counter()
     writer = Writer(output)
+    tracker = EpisodeTracker(alert_gap) if alerts else None
+    alert_fh = open(alerts, "wb") if alerts else None  # noqa: SIM115 - closed in finally
     bar = tqdm(unit=" rows", disable=not progress, file=sys.stderr, mininterval=0.5)
     try:
         for block, fz in featurized_blocks(read_blocks(files, batch_size)):
@@ -277,10 +291,17 @@ def run(
             writer.write(block, fz, flags.tolist(), [round(x, 6) for x in s.tolist()])
             summary.scored += len(fz.kept)
             summary.flagged += int(flags.sum())
+            if tracker is not None and alert_fh is not None:
+                none = [None] * len(s)
+                eps = tracker.update(fz.uuids or none, fz.times or none, s.tolist(), flags.tolist())
+                summary.alerts += _write_alerts(alert_fh, eps)
             bar.update(len(fz.kept))
     finally:
         bar.close()
         writer.close()
+        if tracker is not None and alert_fh is not None:
+            summary.alerts += _write_alerts(alert_fh, tracker.flush())
+            alert_fh.close()
         summary.seconds = time.perf_counter() - start
     return summary
 
@@ -304,6 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=None, help="score >= this is mining")
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per batch")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--alerts", default=None, help="also write one JSON line per GPU mining episode here"
+    )
+    parser.add_argument(
+        "--alert-gap",
+        type=int,
+        default=DEFAULT_GAP,
+        help="unflagged samples of a GPU that close its episode",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     triton: TritonScorer | None = None
@@ -331,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             args.on_error,
             args.batch_size,
             progress=not args.no_progress,
+            alerts=args.alerts,
+            alert_gap=args.alert_gap,
         )
     except PipelineError as exc:
         log.error("%s", exc)

@@ -19,6 +19,7 @@ import orjson
 from secml.abp.features import N_FEATURES, FeatureError, parse_record
 
 UUID_KEY = "nvidia_smi_log.gpu.uuid"
+TIMESTAMP_KEY = "nvidia_smi_log.timestamp"
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 
@@ -52,6 +53,7 @@ class Featurized:
     errors: list[tuple[int, str]]  # (position, what is wrong)
     special: dict[int, dict[str, Any]]  # index into kept -> row already holding an output key
     uuids: list[str | None] | None = None  # GPU uuid per kept row (per-GPU temporal features)
+    times: list[str | None] | None = None  # nvidia-smi timestamp per kept row (alerts)
 
 
 def parse_line(line: bytes) -> dict[str, Any] | ValueError | None:
@@ -79,6 +81,7 @@ def featurize_records(records: Sequence[dict[str, Any] | Exception | None]) -> F
     errors: list[tuple[int, str]] = []
     special: dict[int, dict[str, Any]] = {}
     uuids: list[str | None] = []
+    times: list[str | None] = []
     for pos, rec in enumerate(records):
         if rec is None:
             continue
@@ -94,7 +97,8 @@ def featurize_records(records: Sequence[dict[str, Any] | Exception | None]) -> F
             special[len(kept)] = rec
         kept.append(pos)
         uuids.append(rec.get(UUID_KEY))
-    return Featurized(X[: len(kept)], kept, errors, special, uuids)
+        times.append(rec.get(TIMESTAMP_KEY))
+    return Featurized(X[: len(kept)], kept, errors, special, uuids, times)
 
 
 def read_blocks(files: Sequence[str], rows: int) -> Iterator[Block]:

@@ -141,3 +141,22 @@ def test_independent_generator_is_labelled_and_readable(tmp_path) -> None:
     board = {b.name: b for b in gen2.BOARDS}[lim[0]["nvidia_smi_log.gpu.product_name"]]
     draws = to_matrix(lim)[:, J["power_readings.power_draw"]]
     assert np.nanmax(draws) <= board.pl_min * 1.05
+
+
+def test_batch_pipeline_scores_a_temporal_booster_with_per_gpu_history(fleet, tmp_path) -> None:
+    from training import abp_pipeline as pipe
+
+    train = fleet.ds.subset(fleet.train_idx)
+    booster = m.train(train, m.TrainParams(n_estimators=20, max_depth=4))
+    path = tmp_path / "temporal.ubj"
+    booster.save_model(str(path))
+    out = tmp_path / "scored.jsonlines"
+    # small blocks: a GPU's history crosses many of them
+    pipe.run([str(fleet.data)], str(out), pipe.local_scorer(str(path))[0], batch_size=333,
+             progress=False)  # fmt: skip
+    got = np.array([json.loads(x)["mining_score"] for x in out.read_text().splitlines()])
+    uuids = [r["nvidia_smi_log.gpu.uuid"] for r in fleet.records]
+    want = m.score(booster, to_matrix(fleet.records), uuids, TemporalState())
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    alone = m.score(booster, to_matrix(fleet.records))  # no history: a different input
+    assert not np.allclose(got, alone, atol=1e-3)

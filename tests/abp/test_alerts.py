@@ -1,0 +1,54 @@
+"""Segment-level alerts: one per GPU mining episode."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from secml.abp.alerts import EpisodeTracker
+from training import abp_pipeline as pipe
+
+
+def _feed(tracker: EpisodeTracker, uuid: str | None, flags: list[int], start: int = 0) -> list:
+    n = len(flags)
+    times = [f"t{start + i}" for i in range(n)]
+    return tracker.update(
+        [uuid] * n, times, [0.9 if f else 0.1 for f in flags], [bool(f) for f in flags]
+    )
+
+
+def test_pauses_shorter_than_the_gap_stay_in_one_episode() -> None:
+    tr = EpisodeTracker(gap=3)
+    closed = _feed(tr, "A", [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1])
+    assert len(closed) == 1
+    ep = closed[0]
+    assert (ep.start, ep.end, ep.flagged, ep.samples) == ("t1", "t5", 3, 5)
+    (last,) = tr.flush()
+    assert (last.start, last.flagged) == ("t10", 1)
+    assert tr.flush() == []
+
+
+def test_episodes_are_kept_per_gpu_across_calls() -> None:
+    tr = EpisodeTracker(gap=2)
+    assert _feed(tr, "A", [1, 1]) == [] and _feed(tr, "B", [1]) == []
+    closed = _feed(tr, "A", [0, 0, 1], start=2)
+    assert [(e.uuid, e.start, e.end) for e in closed] == [("A", "t0", "t1")]
+    assert sorted(e.uuid for e in tr.flush()) == ["A", "B"]
+    assert len(_feed(tr, None, [1, 0, 1])) == 2  # no uuid: each flag alone
+    with pytest.raises(ValueError, match="gap"):
+        EpisodeTracker(gap=0)
+
+
+def test_pipeline_writes_one_alert_per_mining_episode(fleet, tmp_path) -> None:
+    out, alerts = tmp_path / "scored.jsonlines", tmp_path / "alerts.jsonlines"
+    summary = pipe.run([str(fleet.data)], str(out), pipe.local_scorer(str(fleet.model_path))[0],
+                       progress=False, alerts=str(alerts), alert_gap=5)  # fmt: skip
+    eps = [json.loads(x) for x in alerts.read_text().splitlines()]
+    assert summary.alerts == len(eps) > 0
+    assert summary.flagged == sum(e["flagged"] for e in eps)  # every flag in one episode
+    assert len(eps) < summary.flagged / 5  # far fewer alerts than flagged samples
+    with fleet.labels.open(newline="") as fh:
+        mining_gpus = {r["uuid"] for r in csv.DictReader(fh) if r["mining"] == "1"}
+    assert {e["uuid"] for e in eps} >= mining_gpus  # every GPU that mined raised an alert
