@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     # detectors
     dfp_z_threshold: float = Field(2.0, description="mean_abs_z above this is an anomaly")
     dfp_min_user_events: int = 300
+    dfp_target_alert_rate: float = Field(
+        0.005,
+        gt=0,
+        lt=1,
+        description="DFP alert threshold: this share of held-out benign logins alerts",
+    )
     dfp_promotion_tolerance: float = Field(
         0.05, ge=0, description="a new DFP model is promoted unless its val loss is this much worse"
     )

@@ -7,12 +7,15 @@ batch each and are named like ``DUO_2022-08-01T00_05_06.806Z.json`` (a JSON arra
 
 Every user has habits: home city and time zone, working hours, one to three devices, browsers,
 apps, a daily volume. Hard benign cases are built in: travellers (new location, known device),
-new phones mid-period, night-shift workers, password typos and denied pushes, and users with
+new phones mid-period, newly adopted apps, evenings worked late, night-shift workers,
+password typos and denied pushes, and users with
 too little history for a model of their own. Attacks are injected in the last ``attack_days``
 days and labelled in a separate CSV (``labels_<source>.csv``: ``event_id`` is
 ``secml.store.event_id`` of the raw record): ``account_takeover`` (new country and device),
 ``mfa_fatigue`` (burst of denied pushes), ``impossible_travel`` (known device, far away, an
-hour after a login at home), ``new_app`` (first access to an application), ``off_hours``.
+hour after a login at home, then a short session), ``new_app`` (first access to a sensitive
+application, at night), ``off_hours``, ``password_spray`` (one attacker, one or two wrong
+passwords on many accounts, some of which do not exist).
 
 CLI: ``python -m secml.dfp.generator --out DIR --source both --users 200 --days 30`` writes
 ``DIR/<source>-training-data/`` (days before the attack window), ``DIR/<source>-inference-data/``
@@ -46,6 +49,7 @@ ATTACK_TYPES: tuple[str, ...] = (
     "impossible_travel",
     "new_app",
     "off_hours",
+    "password_spray",
 )
 FILE_PREFIX = {"duo": "DUO", "azure": "AZUREAD"}
 LABEL_COLUMNS = ["event_id", "source", "username", "attack_id", "attack_type", "time"]
@@ -144,6 +148,9 @@ class User:
     travel: Place | None = None
     travel_days: set[int] = field(default_factory=set)
     new_phone_day: int | None = None
+    late_rate: float = 0.0
+    adopted_app: str | None = None
+    adopt_day: int = 0
 
 
 @dataclass
@@ -356,6 +363,10 @@ def make_users(n_users: int, days: int, rng: random.Random, sparse_fraction: flo
             user.travel_days = set(range(start, min(days, start + rng.randint(2, 5))))
         if rng.random() < 0.1:  # new phone mid-period: benign new auth device
             user.new_phone_day = rng.randrange(max(1, days))
+        user.late_rate = rng.uniform(0.0, 0.08)  # some evenings run 1-3 h past the shift
+        if rng.random() < 0.15:  # adopts an ordinary app mid-period: benign first use
+            user.adopted_app = rng.choice([a for a in APPS if a not in user.apps])
+            user.adopt_day = rng.randrange(max(1, days))
         users.append(user)
     return users
 
@@ -422,11 +433,11 @@ def _event(
     )
 
 
-def _work_time(user: User, day0: date, rng: random.Random) -> datetime:
-    """A time inside the user's working hours on local ``day0``, in UTC."""
+def _work_time(user: User, day0: date, rng: random.Random, place: Place | None = None) -> datetime:
+    """A time inside the user's working hours on local ``day0`` at ``place`` (home), in UTC."""
     local_h = user.start_hour + rng.uniform(0, user.shift_hours)
     local = datetime(day0.year, day0.month, day0.day, tzinfo=UTC) + timedelta(hours=local_h)
-    return local - timedelta(hours=user.home.utc_offset)
+    return local - timedelta(hours=(place or user.home).utc_offset)
 
 
 def _benign(
@@ -442,10 +453,15 @@ def _benign(
             lam = user.per_day * (0.25 if weekend else 1.0)
             n = _poisson(rng, lam)
             place = user.travel if day in user.travel_days and user.travel else user.home
+            apps = list(user.apps)
+            if user.adopted_app and day >= user.adopt_day:
+                apps.append(user.adopted_app)
             for _ in range(n):
-                when = _work_time(user, d, rng)
+                when = _work_time(user, d, rng, place)  # travellers keep local office hours
+                if rng.random() < user.late_rate:
+                    when += timedelta(hours=rng.uniform(1.0, 3.0))
                 dev = rng.choices(user.devices, weights=weights)[0]
-                app = rng.choices(user.apps, weights=range(len(user.apps), 0, -1))[0]
+                app = rng.choices(apps, weights=range(len(apps), 0, -1))[0]
                 ok = rng.random() > user.deny_rate
                 out.append(
                     _event(
@@ -555,33 +571,42 @@ def _attacks(
                 )
             )
             far = max(PLACES + ATTACKER_PLACES, key=lambda p: _km(p, home) + rng.random() * 3000)
-            events.append(
-                _event(
-                    source,
-                    user,
-                    when + timedelta(minutes=rng.randint(20, 90)),
-                    dev=own,
-                    place=far,
-                    app=user.apps[0],
-                    ok=True,
-                    rng=rng,
-                    day=day,
+            t_far = when + timedelta(minutes=rng.randint(20, 90))
+            for j in range(rng.randint(1, 4)):  # a replayed session: one or more logins
+                events.append(
+                    _event(
+                        source,
+                        user,
+                        t_far + timedelta(minutes=11 * j),
+                        dev=own,
+                        place=far,
+                        app=rng.choice(user.apps),
+                        ok=True,
+                        rng=rng,
+                        day=day,
+                    )
                 )
-            )
-        elif kind == "new_app":
-            app = rng.choice([a for a in RARE_APPS + APPS if a not in user.apps])
-            events.append(
-                _event(
-                    source, user, when, dev=own, place=user.home, app=app, ok=True, rng=rng, day=day
+        elif kind == "new_app":  # a sensitive app the user never used, at night, own device
+            app = rng.choice([a for a in RARE_APPS if a not in user.apps])
+            t0 = _after(_night(user, d, rng), window)
+            for j in range(rng.randint(1, 2)):
+                events.append(
+                    _event(
+                        source,
+                        user,
+                        t0 + timedelta(minutes=9 * j),
+                        dev=own,
+                        place=user.home,
+                        app=app,
+                        ok=True,
+                        rng=rng,
+                        day=day,
+                    )
                 )
-            )
+        elif kind == "password_spray":
+            events, user = _spray(source, users, when, rng, day), None
         else:  # off_hours: 01:00-04:30 local on a known device from home
-            local = datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(
-                hours=rng.uniform(1.0, 4.5)
-            )
-            if user.start_hour > 18:  # night-shift workers: their off-hours are midday
-                local += timedelta(hours=11)
-            t0 = _after(local - timedelta(hours=user.home.utc_offset), window)
+            t0 = _after(_night(user, d, rng), window)
             for j in range(rng.randint(1, 3)):
                 events.append(
                     _event(
@@ -601,7 +626,7 @@ def _attacks(
                 {
                     "event_id": event_id(rec),
                     "source": source,
-                    "username": user.name,
+                    "username": _record_user(source, rec),
                     "attack_id": attack_id,
                     "attack_type": kind,
                     "time": _record_time(source, rec).isoformat(),
@@ -609,6 +634,52 @@ def _attacks(
             )
         records.extend(events)
     return records, labels
+
+
+def _night(user: User, d: date, rng: random.Random) -> datetime:
+    """01:00-04:30 local time at home on ``d`` (midday for night-shift workers), in UTC."""
+    local = datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(hours=rng.uniform(1.0, 4.5))
+    if user.start_hour > 18:  # night-shift workers: their off-hours are midday
+        local += timedelta(hours=11)
+    return local - timedelta(hours=user.home.utc_offset)
+
+
+def _spray(
+    source: str, users: list[User], when: datetime, rng: random.Random, day: int
+) -> list[dict[str, Any]]:
+    """Password spray: one attacker tries 1-2 passwords on many accounts, some that don't exist."""
+    dev, place = _attacker_device(rng), rng.choice(ATTACKER_PLACES)
+    targets = rng.sample(users, min(len(users), rng.randint(4, 12)))
+    for k in range(rng.randint(1, 4)):  # guessed account names nobody has
+        name = f"{rng.choice(('admin', 'test', 'svc', 'backup', 'hr'))}{rng.randint(1, 99)}"
+        targets.append(make_users(1, 1, random.Random(f"{name}-{k}"), 0.0)[0])
+        targets[-1].name = f"{name}@example.com"
+    events = []
+    for i, target in enumerate(targets):
+        for j in range(rng.randint(1, 2)):
+            events.append(
+                _event(
+                    source,
+                    target,
+                    when + timedelta(seconds=25 * i + 5 * j),
+                    dev=dev,
+                    place=place,
+                    app=rng.choice(APPS[:3]),
+                    ok=False,
+                    rng=rng,
+                    day=day,
+                    phone=dev.phone,
+                    denial="invalid_passcode",
+                    azure_failure=AZURE_FAILURES[0],
+                    azure_code=50126,
+                )
+            )
+    return events
+
+
+def _record_user(source: str, rec: dict[str, Any]) -> str:
+    """The user name of a record of ``source``."""
+    return rec["user"]["name"] if source == "duo" else rec["properties"]["userPrincipalName"]
 
 
 def _after(when: datetime, window: datetime) -> datetime:
@@ -746,17 +817,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_attacks=args.attacks,
             sparse_fraction=args.sparse_fraction,
         )
-        train, infer = split_at(gen, split)
-        for part, name in ((train, "training"), (infer, "inference")):
-            folder = out / f"{source}-{name}-data"
-            files = write_batches(part, folder, args.file_hours)
-            log.info(
-                "%s: %d records in %d files under %s", source, len(part.records), len(files), folder
-            )
-        log.info(
-            "%s: %d attack events labelled in %s", source, len(gen.labels), write_labels(gen, out)
-        )
+        write_dataset(gen, out, split, args.file_hours)
     return 0
+
+
+def write_dataset(gen: Generated, out: Path, split: datetime, file_hours: float = 6.0) -> None:
+    """Write ``<source>-training-data`` (before ``split``), ``-inference-data`` and labels."""
+    train, infer = split_at(gen, split)
+    for part, name in ((train, "training"), (infer, "inference")):
+        folder = out / f"{gen.source}-{name}-data"
+        files = write_batches(part, folder, file_hours)
+        log.info(
+            "%s: %d records in %d files under %s", gen.source, len(part.records), len(files), folder
+        )
+    log.info(
+        "%s: %d attack events labelled in %s", gen.source, len(gen.labels), write_labels(gen, out)
+    )
 
 
 def split_at(gen: Generated, when: datetime) -> tuple[Generated, Generated]:

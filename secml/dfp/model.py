@@ -36,6 +36,8 @@ WEIGHTS_FILE = "state_dict.pt"
 OTHER = "_other"
 NAN_TOKEN = "__nan__"
 STD_FLOOR = 1e-3
+# Quantiles of the held-out rows' ``mean_abs_z`` kept with a model (its score calibration).
+QUANTILE_GRID = np.linspace(0.0, 1.0, 201)
 
 
 @dataclass
@@ -157,6 +159,8 @@ class AutoEncoder:
         self.n_train_rows: int = 0
         self.history: list[dict[str, float]] = []
         self.val_index: pd.Index | None = None
+        self.score_quantiles: list[float] = []
+        self.n_score_rows: int = 0
         self.net: _Net | None = None
 
     # ------------------------------------------------------------------ encoding
@@ -324,7 +328,30 @@ class AutoEncoder:
         for j, f in enumerate(self.features):
             self.loss_mean[f] = float(losses[:, j].mean())
             self.loss_std[f] = float(losses[:, j].std())
+        self.score_quantiles = [
+            float(q) for q in np.quantile(self.score(val_df)["mean_abs_z"], QUANTILE_GRID)
+        ]
+        self.n_score_rows = len(val_df)
         return self
+
+    def threshold_for(self, alert_rate: float) -> float:
+        """The ``mean_abs_z`` that a share ``alert_rate`` of this model's held-out rows exceed."""
+        if not self.score_quantiles:
+            return math.inf
+        return float(np.interp(1.0 - alert_rate, QUANTILE_GRID, self.score_quantiles))
+
+    def surprisal(self, mean_abs_z: np.ndarray) -> np.ndarray:
+        """``-log10 P(Z >= z)`` of each ``mean_abs_z`` among this model's held-out rows.
+
+        This puts every model's score on one scale (how rare the event is for its own model),
+        whatever its z-scores' spread; 0 for a model saved without held-out quantiles.
+        """
+        z = np.asarray(mean_abs_z, dtype=np.float64)
+        if not self.score_quantiles:
+            return np.zeros_like(z)
+        tail = 1.0 - np.interp(z, self.score_quantiles, QUANTILE_GRID, left=0.0, right=1.0)
+        floor = 1.0 / (self.n_score_rows + 1)
+        return -np.log10(np.clip(tail, floor, 1.0))
 
     def loss(self, df: pd.DataFrame) -> float:
         """Mean clean reconstruction loss of ``df`` (used by the promotion gate)."""
@@ -407,6 +434,8 @@ class AutoEncoder:
             "epochs_trained": self.epochs_trained,
             "n_train_rows": self.n_train_rows,
             "history": self.history,
+            "score_quantiles": self.score_quantiles,
+            "n_score_rows": self.n_score_rows,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -442,6 +471,8 @@ class AutoEncoder:
         model.epochs_trained = int(meta["epochs_trained"])
         model.n_train_rows = int(meta["n_train_rows"])
         model.history = list(meta.get("history", []))
+        model.score_quantiles = [float(q) for q in meta.get("score_quantiles", [])]
+        model.n_score_rows = int(meta.get("n_score_rows", 0))
         model._build()
         assert model.net is not None
         state = torch.load(w_file, map_location=model.device, weights_only=True)

@@ -18,11 +18,13 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pandas as pd
+
+from secml.dfp.history import HISTORY_BINARY, HISTORY_NUMERIC, UserState, featurize
 
 try:  # the store needs SQLAlchemy, absent in the Triton model environment
     from secml.store import event_id as _event_id
@@ -62,11 +64,14 @@ class FeatureSpec:
         return [*self.categorical, *self.numeric, *self.binary]
 
 
+# Morpheus's per-day counters (integers); the other numeric features are floats.
+COUNT_FEATURES: frozenset[str] = frozenset({"logcount", "locincrement", "appincrement"})
+# Morpheus's DFP columns, then the per-user history features (``secml.dfp.history``).
 FEATURES: dict[str, FeatureSpec] = {
     "duo": FeatureSpec(
         categorical=["accessdevicebrowser", "accessdeviceos", "authdevicename", "reason"],
-        numeric=["logcount", "locincrement"],
-        binary=["result"],
+        numeric=["logcount", "locincrement", *HISTORY_NUMERIC],
+        binary=["result", *HISTORY_BINARY],
     ),
     "azure": FeatureSpec(
         categorical=[
@@ -77,11 +82,13 @@ FEATURES: dict[str, FeatureSpec] = {
             "deviceDetailoperatingSystem",
             "statusfailureReason",
         ],
-        numeric=["appincrement", "locincrement", "logcount"],
-        binary=[],
+        numeric=["appincrement", "locincrement", "logcount", *HISTORY_NUMERIC],
+        binary=[*HISTORY_BINARY],
     ),
 }
 
+# What Azure AD writes as ``failureReason`` of a successful sign-in.
+AZURE_SUCCESS_REASON = "Other."
 # Duo results (Admin API v2): only "success" lets the user in.
 DUO_RESULTS: frozenset[str] = frozenset({"success", "denied", "fraud", "failure", "error"})
 # Epoch seconds later than this (year 2286) are almost surely milliseconds.
@@ -224,6 +231,11 @@ def _duo_row(rec: Mapping[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(loc, Mapping):
         raise SchemaError(f"{where}: field 'access_device.location' should be an object")
     row["location"] = _location([loc.get("city"), loc.get("state"), loc.get("country")])
+    row["country"] = _text(loc.get("country"), "access_device.location.country", where, False)
+    row["application"] = _text(
+        _get(rec, ("application", "name"), where), "application.name", where, False
+    )
+    row["failed"] = not row["result"]
     return row
 
 
@@ -242,7 +254,23 @@ def _azure_row(rec: Mapping[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(loc, Mapping):
         raise SchemaError(f"{where}: field 'properties.location' should be an object")
     row["location"] = _location([loc.get("city"), loc.get("countryOrRegion")])
+    row["country"] = _text(
+        loc.get("countryOrRegion"), "properties.location.countryOrRegion", where, False
+    )
+    row["failed"] = _azure_failed(props, row["statusfailureReason"])
     return row
+
+
+def _azure_failed(props: Mapping[str, Any], reason: str) -> bool:
+    """A sign-in failed: ``status.errorCode`` is not 0, else a failure reason is given."""
+    status = props.get("status")
+    code = status.get("errorCode") if isinstance(status, Mapping) else None
+    if code is not None and not isinstance(code, bool):
+        try:
+            return int(code) != 0
+        except (TypeError, ValueError):
+            pass
+    return reason not in (MISSING, AZURE_SUCCESS_REASON)
 
 
 _EXTRACT = {"duo": _duo_row, "azure": _azure_row}
@@ -283,52 +311,58 @@ def _columns(source: str) -> list[str]:
     """Columns produced by ``extract`` before derived features."""
     base = ["timestamp"] + [c for c, _, _ in (_DUO_FIELDS if source == "duo" else _AZURE_FIELDS)]
     if source == "duo":
-        base.append("result")
-    return base + ["location"]
+        return [*base, "result", "location", "country", "application", "failed"]
+    return [*base, "location", "country", "failed"]
 
 
-def _running_distinct(df: pd.DataFrame, keys: list[str], column: str) -> pd.Series:
-    """Running count of distinct ``column`` values within each ``keys`` group (1-based)."""
-    first = ~df.duplicated(subset=[*keys, column])
-    return first.astype("int64").groupby([df[k] for k in keys]).cumsum()
+def derive_features(
+    df: pd.DataFrame, source: str, states: MutableMapping[str, UserState] | None = None
+) -> pd.DataFrame:
+    """Sort by time and compute the per-user features from ``states`` (fresh when None).
 
-
-def derive_features(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Sort by time and (re)compute ``logcount``, ``locincrement`` (and ``appincrement``)."""
+    Morpheus's per-day ``logcount``, ``locincrement`` (and ``appincrement``) and the history
+    features of ``secml.dfp.history`` all come from one state per user, updated in place, so
+    an event scores the same alone (with the stored state) or inside the day's batch.
+    """
     check_source(source)
     keys = [c for c in ("timestamp", "username", "event_id") if c in df.columns]
     out = df.sort_values(keys, kind="stable").reset_index(drop=True)
-    if out.empty:
-        for col in FEATURES[source].numeric:
-            out[col] = pd.Series(dtype="int64")
-        return out
-    out["_day"] = out["timestamp"].dt.floor("D")
-    keys = ["username", "_day"]
-    out["logcount"] = out.groupby(keys, sort=False).cumcount().astype("int64") + 1
-    out["locincrement"] = _running_distinct(out, keys, "location")
-    if source == "azure":
-        out["appincrement"] = _running_distinct(out, keys, "appDisplayName")
-    return out.drop(columns="_day")
+    feats = featurize(out, source, states)
+    for col in feats.columns:
+        if col == "appincrement" and source != "azure":
+            continue
+        out[col] = feats[col].to_numpy()
+    return out
 
 
-def process(df_raw: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Raw frame -> events with ``username``, ``timestamp``, features, ``event_id`` and raw cols."""
-    df = derive_features(extract(df_raw, source), source)
+def process(
+    df_raw: pd.DataFrame, source: str, states: MutableMapping[str, UserState] | None = None
+) -> pd.DataFrame:
+    """Raw frame -> events with ``username``, ``timestamp``, features, ``event_id`` and raw cols.
+
+    ``states`` (user -> ``history.UserState``) is what each user did before this frame; it is
+    updated in place. None starts every user with no history.
+    """
+    df = derive_features(extract(df_raw, source), source, states)
     spec = FEATURES[source]
     for col in spec.categorical:
         df[col] = df[col].astype(object)
     for col in spec.binary:
         df[col] = df[col].astype(bool)
     for col in spec.numeric:
-        df[col] = df[col].astype("int64")
+        df[col] = df[col].astype("int64" if col in COUNT_FEATURES else "float64")
     lead = ["username", "timestamp", *spec.all, "location", "event_id"]
     rest = [c for c in df.columns if c not in lead]
     return df[lead + rest]
 
 
-def process_records(records: Iterable[Mapping[str, Any]], source: str) -> pd.DataFrame:
+def process_records(
+    records: Iterable[Mapping[str, Any]],
+    source: str,
+    states: MutableMapping[str, UserState] | None = None,
+) -> pd.DataFrame:
     """Shortcut: raw record dicts -> processed events (see ``process``)."""
-    return process(frame_from_records(records), source)
+    return process(frame_from_records(records), source, states)
 
 
 def load_records(paths: str | Iterable[str], source: str) -> pd.DataFrame:

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
+from secml.dfp.history import HISTORY_BINARY, HISTORY_NUMERIC
 from secml.dfp.schema import (
+    COUNT_FEATURES,
     FEATURES,
     MISSING,
     SchemaError,
@@ -23,9 +25,14 @@ def test_feature_spec_matches_contract() -> None:
     """The model engineer builds on these exact lists."""
     duo, azure = FEATURES["duo"], FEATURES["azure"]
     assert duo.categorical == ["accessdevicebrowser", "accessdeviceos", "authdevicename", "reason"]
-    assert duo.binary == ["result"] and set(duo.numeric) == {"logcount", "locincrement"}
-    assert set(azure.numeric) == {"appincrement", "locincrement", "logcount"}
-    assert "statusfailureReason" in azure.categorical and azure.binary == []
+    # Morpheus's columns stay a subset, so its configuration still works
+    assert duo.binary[0] == "result" and duo.numeric[:2] == ["logcount", "locincrement"]
+    assert azure.numeric[:3] == ["appincrement", "locincrement", "logcount"]
+    assert "statusfailureReason" in azure.categorical
+    for spec in (duo, azure):
+        assert set(HISTORY_NUMERIC) <= set(spec.numeric)
+        assert set(HISTORY_BINARY) <= set(spec.binary)
+        assert "history_depth" not in spec.all  # grows without bound: not a model input
 
 
 @pytest.mark.parametrize("source", ["duo", "azure"])
@@ -40,7 +47,10 @@ def test_process_columns_and_types(source: str, request: pytest.FixtureRequest) 
     assert df["event_id"].is_unique
     assert [event_id(r) for r in df["_raw"]] == list(df["event_id"])
     for col in spec.numeric:
-        assert df[col].dtype == "int64" and (df[col] >= 1).all()
+        if col in COUNT_FEATURES:
+            assert df[col].dtype == "int64" and (df[col] >= 1).all()
+        else:
+            assert df[col].dtype == "float64" and (df[col] >= 0).all()
     assert not df[spec.categorical].isna().any().any()
 
 

@@ -35,7 +35,8 @@ def test_gate_tolerance() -> None:
 def test_feature_config_per_source() -> None:
     """Feature kinds come from the schema; an unknown source is named."""
     duo = feature_config("duo")
-    assert duo.binary == ["result"] and "locincrement" in duo.numeric
+    assert duo.binary[0] == "result" and "locincrement" in duo.numeric
+    assert "new_country" in duo.binary and "hour_gap" in duo.numeric
     assert "appDisplayName" in feature_config("azure").categorical
     with pytest.raises(ValueError, match="'okta'"):
         feature_config("okta")
