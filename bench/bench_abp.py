@@ -24,7 +24,8 @@ import orjson
 
 from secml.abp import model as m
 from secml.abp.features import N_FEATURES, parse_record
-from secml.abp.generator import generate
+from secml.abp.generator import UUID_KEY, generate
+from secml.abp.temporal import TemporalState
 from training import abp_pipeline as pipe
 
 ROWS_PER_GPU = 2160  # 6 hours at 10 s
@@ -39,13 +40,16 @@ def _head(src: Path, dst: Path, n: int) -> None:
             fo.write(line)
 
 
-def _parse_matrix(path: Path, n: int) -> np.ndarray:
-    """The (n, 18) feature matrix of a JSON-lines file, parsed line by line (constant memory)."""
+def _parse_matrix(path: Path, n: int) -> tuple[np.ndarray, list[str | None]]:
+    """The (n, 18) feature matrix and GPU uuids of a JSON-lines file, parsed line by line."""
     X = np.empty((n, N_FEATURES), dtype=np.float32)
+    uuids: list[str | None] = []
     with path.open("rb") as fh:
         for i, line in enumerate(fh):
-            X[i] = parse_record(orjson.loads(line), i)
-    return X
+            rec = orjson.loads(line)
+            X[i] = parse_record(rec, i)
+            uuids.append(rec.get(UUID_KEY))
+    return X, uuids
 
 
 def bench_training(work: Path, gpus: int, trees: int, seed: int) -> tuple[object, dict]:
@@ -59,7 +63,7 @@ def bench_training(work: Path, gpus: int, trees: int, seed: int) -> tuple[object
     booster = m.train(ds.subset(tr), m.TrainParams(n_estimators=trees, seed=seed))
     t3 = time.perf_counter()
     test = ds.subset(te)
-    metrics = m.evaluate(test.y, m.score(booster, test.X), test.profile)
+    metrics = m.evaluate(test.y, m.score_dataset(booster, test), test.profile)
     print(f"\n== training ({m.device()}): {counts['rows']} rows, {gpus} GPUs, {trees} trees")
     print(f"generate {t1 - t0:7.2f} s | load+features {t2 - t1:7.2f} s | "
           f"train {t3 - t2:7.2f} s ({len(tr)} rows)")  # fmt: skip
@@ -68,7 +72,10 @@ def bench_training(work: Path, gpus: int, trees: int, seed: int) -> tuple[object
           f"{metrics['roc_auc']:.4f}  fp {metrics['fp']}  fn {metrics['fn']}")  # fmt: skip
     print(f"{'profile':<18}{'rows':>8}  rate")
     for key, value in sorted(metrics.items()):
-        if key.startswith(("recall_", "specificity_")):
+        if (
+            key.startswith(("recall_", "specificity_"))
+            and "rows_" + key.split("_", 1)[1] in metrics
+        ):
             prof = key.split("_", 1)[1]
             print(f"{prof:<18}{metrics['rows_' + prof]:>8}  {key.split('_')[0]} {value:.4f}")
     return booster, metrics
@@ -78,7 +85,6 @@ def bench_pipeline(work: Path, booster: object, rows: list[int], seed: int) -> N
     """Time the pipeline and inplace_predict on the same rows; print a table with the ratio."""
     model_path = work / "booster.ubj"
     booster.save_model(str(model_path))  # type: ignore[attr-defined]
-    scorer = pipe.local_scorer(str(model_path))[0]
     largest = max(rows)
     src, _ = generate(work / "score", gpus=math.ceil(largest / ROWS_PER_GPU), hours=6,
                       seed=seed + 1)  # fmt: skip
@@ -88,14 +94,17 @@ def bench_pipeline(work: Path, booster: object, rows: list[int], seed: int) -> N
     for n in rows:
         inp, out = work / f"in-{n}.jsonlines", work / f"out-{n}.jsonlines"
         _head(src, inp, n)
+        scorer = pipe.local_scorer(str(model_path))[0]  # fresh per-GPU history per run
         summary = pipe.run([str(inp)], str(out), scorer, progress=False)
         assert summary.scored == n, summary.line()
         t0 = time.perf_counter()
-        X = _parse_matrix(inp, n)
-        m.score(booster, X)  # type: ignore[arg-type]
+        X, uuids = _parse_matrix(inp, n)
+        m.score(booster, X, uuids, TemporalState())  # type: ignore[arg-type]
         feat_score = time.perf_counter() - t0
-        # The booster's own input: the 18 columns plus any derived ones it was trained with.
-        Xm = m.model_inputs(X, m.booster_derived(booster))  # type: ignore[arg-type]
+        # The booster's own input: the 18 columns, the derived and temporal ones it was
+        # trained with (computed outside the timing).
+        T = TemporalState().features(X, uuids) if m.booster_temporal(booster) else None  # type: ignore[arg-type]
+        Xm = m.model_inputs(X, m.booster_derived(booster), T)  # type: ignore[arg-type]
         best = math.inf
         for _ in range(3):
             t0 = time.perf_counter()

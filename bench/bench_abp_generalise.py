@@ -42,7 +42,8 @@ def run(ds: m.Dataset, tr: np.ndarray, te: np.ndarray, params: m.TrainParams) ->
     booster = m.train(ds.subset(tr), params)
     seconds = time.perf_counter() - t0
     test = ds.subset(te)
-    return m.evaluate(test.y, m.score(booster, test.X), test.profile) | {"train_s": seconds}
+    s = m.score_dataset(booster, test)
+    return m.evaluate(test.y, s, test.profile) | {"train_s": seconds}
 
 
 def columns() -> list[tuple[str, str]]:

@@ -186,7 +186,7 @@ def gate(
     at least ``min_recall`` and production's on the same rows, and its F1 (at its own stored
     threshold) is at least ``min_f1``."""
     f1 = float(new_metrics["f1"])
-    recall = float(new_metrics.get("recall_at_target_fpr", float("nan")))
+    recall = float(new_metrics.get("target_fpr_recall", float("nan")))
     prod = production_version(model_name)
     prod_f1: float | None = None
     prod_recall: float | None = None

@@ -593,7 +593,7 @@ def evaluate(
         ),
         "fpr": float(fp / max(1, fp + tn)),
         "threshold": float(threshold),
-        "recall_at_target_fpr": recall_at_fpr(y, scores, target_fpr),
+        "target_fpr_recall": recall_at_fpr(y, scores, target_fpr),  # recall at FPR <= target
         "accuracy": float((tp + tn) / max(1, len(y))),
         "tn": int(tn),
         "fp": int(fp),
