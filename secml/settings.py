@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     dfp_model_cache_size: int = Field(256, ge=1, description="DFP models kept loaded (LRU)")
     abp_min_f1: float = 0.9
     abp_target_fpr: float = Field(
-        0.001, gt=0, lt=1, description="ABP threshold: chosen on validation GPUs for this FPR"
+        0.001, gt=0, lt=1, description="ABP threshold: chosen on out-of-fold GPUs for this FPR"
     )
     abp_min_recall: float = Field(
         0.5, ge=0, le=1, description="ABP gate: minimum recall at abp_target_fpr on test GPUs"

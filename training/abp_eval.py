@@ -2,7 +2,7 @@
 
 For each seed a training fleet is generated with ``secml.abp.generator`` and an evaluation fleet
 with the structurally different ``secml.abp.independent``. Three detectors are trained and
-judged the same way, each with its threshold calibrated on validation GPUs for the target FPR
+judged the same way, each with its threshold chosen on out-of-fold training GPUs for the target FPR
 (``settings.abp_target_fpr``, 0.1%):
 
 - ``lr``: logistic regression on Morpheus's 18 columns (median-imputed, standardised), the
@@ -67,6 +67,26 @@ def load_fleet(data: Path, labels: Path) -> Fleet:
 
 # ---------------------------------------------------------------- detectors
 
+
+def _lr_matrix(d: m.Dataset) -> np.ndarray:
+    """The 18 columns for the baseline; columns N/A everywhere (GeForce-only folds) -> 0."""
+    return np.where(np.isnan(d.X).all(axis=0), 0.0, d.X.astype(np.float64))
+
+
+def _fit_lr(ds: m.Dataset) -> Callable[[m.Dataset], np.ndarray]:
+    """Logistic regression on the 18 columns (median-imputed, standardised); its scorer."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipe = make_pipeline(
+        SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=2000)
+    )
+    pipe.fit(_lr_matrix(ds), ds.y)
+    return lambda d: pipe.predict_proba(_lr_matrix(d))[:, 1].astype(np.float32)
+
+
 Scorer = Callable[[m.Dataset], np.ndarray]
 
 
@@ -75,26 +95,8 @@ def fit_detector(
 ) -> tuple[Scorer, float]:
     """Train detector ``kind`` on ``ds``; (scorer over datasets, calibrated threshold)."""
     if kind == "lr":
-        from sklearn.impute import SimpleImputer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        fit_idx, val_idx = m.split(ds, "gpu", 0.2, seed + 1)
-        X = ds.X.astype(np.float64)
-        # columns that are N/A everywhere (application clocks on GeForce-only folds) -> 0
-        X = np.where(np.isnan(X).all(axis=0), 0.0, X)
-        pipe = make_pipeline(
-            SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=2000)
-        )
-        pipe.fit(X[fit_idx], ds.y[fit_idx])
-
-        def lr_score(d: m.Dataset) -> np.ndarray:
-            Xd = np.where(np.isnan(d.X).all(axis=0), 0.0, d.X.astype(np.float64))
-            return pipe.predict_proba(Xd)[:, 1].astype(np.float32)
-
-        thr = m.calibrate_threshold(ds.y[val_idx], lr_score(ds.subset(val_idx)), target_fpr)
-        return lr_score, thr
+        thr, _ = m.oof_threshold(ds, _fit_lr, target_fpr, seed=seed + 1)
+        return _fit_lr(ds), thr
     params = m.TrainParams(n_estimators=trees, seed=seed, temporal=kind == "xgb+temporal")
     booster, info = m.fit_calibrated(ds, params, target_fpr)
     return (lambda d: m.score_dataset(booster, d)), float(info["threshold"])
@@ -274,7 +276,7 @@ def report(
         res = results.get(split)
         if not res:
             continue
-        lines += ["", f"== {title}; threshold calibrated for FPR <= {fpr:g} on validation GPUs"]
+        lines += ["", f"== {title}; threshold for FPR <= {fpr:g} from out-of-fold GPUs"]
         lines.append(head)
         extra = ("heldout_recall", "heldout_recall_at_fpr") if split == "lopo" else ()
         for key in main + extra:

@@ -74,7 +74,7 @@ def split(ds: m.Dataset, by: str, test_fraction: float, seed: int) -> tuple[m.Da
 def fit(
     train: m.Dataset, test: m.Dataset, params: m.TrainParams, target_fpr: float
 ) -> tuple[Any, dict[str, float]]:
-    """Train the XGBoost classifier; calibrate its threshold on validation GPUs."""
+    """Train the XGBoost classifier; calibrate its threshold on out-of-fold GPUs."""
     return m.fit_calibrated(train, params, target_fpr, evals=test)
 
 
@@ -108,7 +108,7 @@ def promote(
     min_recall: float,
     target_fpr: float,
 ) -> dict[str, Any]:
-    """The promotion gate (recall at the target FPR, F1 floor)."""
+    """The promotion gate (recall at the target FPR)."""
     return gate_mod.gate(
         version, metrics, test, min_f1, model_name, min_recall, target_fpr
     ).as_dict()
@@ -143,10 +143,11 @@ def abp_train(
         labels: labels CSVs or globs; default ``labels.csv`` beside each data file.
         split_by: ``gpu`` (whole GPUs held out) or ``time`` (the latest part held out).
         use_store_labels: join analyst labels of ``abp`` detections from the store.
-        min_f1: gate's F1 floor (at the calibrated threshold); default ``settings.abp_min_f1``.
+        min_f1: recorded with the gate's decision, no longer deciding (recall at ``target_fpr``
+            does); default ``settings.abp_min_f1``.
         model_name: registered model name (default ``abp-nvsmi-xgb``).
         min_recall: gate's minimum recall at ``target_fpr``; default ``settings.abp_min_recall``.
-        target_fpr: FPR the threshold is calibrated for on validation GPUs (and the gate's
+        target_fpr: FPR the threshold is calibrated for on out-of-fold GPUs (and the gate's
             recall is read at); default ``settings.abp_target_fpr``.
     """
     settings = get_settings()

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -499,32 +499,75 @@ def recall_at_fpr(y: np.ndarray, scores: np.ndarray, target_fpr: float) -> float
     return float((np.asarray(scores)[y == 1] >= t).mean())
 
 
+def gpu_folds(ds: Dataset, k: int, seed: int = 0) -> list[np.ndarray]:
+    """Row indices of ``k`` folds of whole GPUs (GPUs that mined and those that never did are
+    dealt out separately, so every fold with enough GPUs holds both classes)."""
+    rng = np.random.default_rng(seed)
+    gpus = np.unique(ds.gpu)
+    mined = {g for g in gpus if ds.y[ds.gpu == g].any()}
+    fold_of: dict[str, int] = {}
+    for group in (sorted(mined), sorted(set(gpus) - mined)):
+        for i, g in enumerate(rng.permutation(group)):
+            fold_of[str(g)] = i % k
+    f = np.array([fold_of[str(g)] for g in ds.gpu])
+    return [np.flatnonzero(f == i) for i in range(k)]
+
+
+def oof_threshold(
+    ds: Dataset,
+    fit: Callable[[Dataset], Callable[[Dataset], np.ndarray]],
+    target_fpr: float,
+    folds: int = 3,
+    seed: int = 0,
+) -> tuple[float, dict[str, float]]:
+    """A threshold for ``target_fpr`` from out-of-fold scores over whole GPUs.
+
+    ``fit(train)`` returns a scorer; each fold's GPUs are scored by a model that never saw
+    them, so every benign row of ``ds`` takes part (one held-out split of a few GPUs gave a
+    threshold that depended on those few boards).
+    """
+    parts = [p for p in gpu_folds(ds, folds, seed) if len(p)]
+    scores = np.full(len(ds), np.nan, dtype=np.float32)
+    for part in parts:
+        rest = np.setdiff1d(np.arange(len(ds)), part)
+        train_part = ds.subset(rest)
+        if len(np.unique(train_part.y)) < 2:
+            continue
+        scores[part] = fit(train_part)(ds.subset(part))
+    ok = np.isfinite(scores)
+    y, s = ds.y[ok], scores[ok]
+    threshold = calibrate_threshold(y, s, target_fpr)
+    pred = s >= threshold
+    return threshold, {
+        "threshold": threshold,
+        "target_fpr": target_fpr,
+        "val_rows": float(ok.sum()),
+        "val_fpr": float(pred[y == 0].mean()) if (y == 0).any() else math.nan,
+        "val_recall": float(pred[y == 1].mean()) if (y == 1).any() else math.nan,
+    }
+
+
 def fit_calibrated(
     ds: Dataset,
     params: TrainParams,
     target_fpr: float,
-    val_fraction: float = 0.2,
+    folds: int = 3,
     evals: Dataset | None = None,
 ) -> tuple[xgb.Booster, dict[str, float]]:
-    """Train on most GPUs of ``ds``; pick the threshold on the rest (whole GPUs) for an FPR.
+    """Train on ``ds``; choose its threshold for ``target_fpr`` on out-of-fold GPUs.
 
-    The threshold (lowest score with FPR <= ``target_fpr`` on the validation GPUs) is stored
-    with the booster (``threshold``, ``target_fpr`` attributes) and used wherever it scores.
+    The threshold (lowest score whose FPR over the out-of-fold scores of every training GPU is
+    <= ``target_fpr``) is stored with the booster (``threshold``, ``target_fpr`` attributes)
+    and used wherever it scores. Costs ``folds`` extra trainings.
     """
-    fit_idx, val_idx = split(ds, "gpu", val_fraction, params.seed + 1)
-    val = ds.subset(val_idx)
-    booster = train(ds.subset(fit_idx), params, evals=evals)
-    val_scores = score_dataset(booster, val)
-    threshold = calibrate_threshold(val.y, val_scores, target_fpr)
+
+    def fit(train_ds: Dataset) -> Callable[[Dataset], np.ndarray]:
+        b = train(train_ds, params)
+        return lambda d: score_dataset(b, d)
+
+    threshold, info = oof_threshold(ds, fit, target_fpr, folds, params.seed + 1)
+    booster = train(ds, params, evals=evals)
     booster.set_attr(threshold=repr(threshold), target_fpr=repr(target_fpr))
-    pred = val_scores >= threshold
-    info = {
-        "threshold": threshold,
-        "target_fpr": target_fpr,
-        "val_rows": float(len(val)),
-        "val_fpr": float(pred[val.y == 0].mean()) if (val.y == 0).any() else math.nan,
-        "val_recall": float(pred[val.y == 1].mean()) if (val.y == 1).any() else math.nan,
-    }
     return booster, info
 
 

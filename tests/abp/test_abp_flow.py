@@ -47,8 +47,10 @@ def _client():
 
 def test_first_version_is_logged_and_promoted(first, model_name) -> None:
     assert first["gate"]["promoted"] is True, first["gate"]
-    assert first["metrics"]["f1"] >= 0.5
-    # the threshold was calibrated on validation GPUs for the target FPR and stored with it
+    # the gate reads recall at the target FPR (0.1%) on held-out GPUs
+    assert first["metrics"]["target_fpr_recall"] >= first["gate"]["min_recall"] == 0.5
+    assert first["metrics"]["roc_auc"] >= 0.95
+    # the threshold was calibrated on out-of-fold GPUs for the target FPR and stored with it
     calib = first["calibration"]
     assert (
         calib["val_fpr"] <= calib["target_fpr"]
@@ -82,7 +84,7 @@ def test_first_version_is_logged_and_promoted(first, model_name) -> None:
 def test_worse_model_leaves_the_alias(first, fleet, model_name) -> None:
     from training.abp_flow import abp_train
 
-    worse = abp_train(data=[str(fleet.data)], min_f1=0.0, model_name=model_name,
+    worse = abp_train(data=[str(fleet.data)], min_f1=0.0, min_recall=0.0, model_name=model_name,
                       n_estimators=1, max_depth=1, learning_rate=0.05)  # fmt: skip
     gate = worse["gate"]
     assert gate["promoted"] is False
@@ -97,7 +99,7 @@ def test_worse_model_leaves_the_alias(first, fleet, model_name) -> None:
 def test_threshold_blocks_promotion(first, fleet, model_name) -> None:
     from training.abp_flow import abp_train
 
-    res = abp_train(data=[str(fleet.data)], min_f1=1.01, model_name=model_name, **SMALL)
+    res = abp_train(data=[str(fleet.data)], min_recall=1.01, model_name=model_name, **SMALL)
     assert res["gate"]["promoted"] is False and "below the minimum" in res["gate"]["reason"]
     assert _client().get_model_version_by_alias(model_name, PROD_ALIAS).version == first["version"]
 
