@@ -1,10 +1,11 @@
 """Detections store: every anomaly scored by the gateway or a batch pipeline, and its labels.
 
 SQLAlchemy over SQLite (local default, ``settings.store_url``) or PostgreSQL (compose).
-Two tables: ``detections`` (one row per scored anomaly, with the raw record, score, model
-version and details such as the top features) and ``labels`` (append-only label events; the
-latest event of a detection is its label). Analysts label in the UI; training reads
-``labelled()`` to feed labels back into the next run.
+Three tables: ``detections`` (one row per scored anomaly, with the raw record, score, model
+version and details such as the top features), ``labels`` (append-only label events; the
+latest event of a detection is its label) and ``user_state`` (each DFP user's history state,
+``secml.dfp.history``, updated by every scored login so batch and online scoring share it).
+Analysts label in the UI; training reads ``labelled()`` to feed labels back into the next run.
 """
 
 from __future__ import annotations
@@ -144,6 +145,14 @@ class DetectionStore:
             Column("note", Text, nullable=False, default=""),
             Column("created_at", DateTime(timezone=True), nullable=False),
         )
+        self.t_state = Table(
+            f"{p}user_state",
+            self.metadata,
+            Column("source", String(32), primary_key=True),
+            Column("user", String(256), primary_key=True),
+            Column("state", JSON, nullable=False),
+            Column("updated_at", DateTime(timezone=True), nullable=False),
+        )
         self._lock = threading.Lock()
         if create:
             self.create_tables()
@@ -178,6 +187,56 @@ class DetectionStore:
     def close(self) -> None:
         """Dispose of the connection pool."""
         self.engine.dispose()
+
+    # ------------------------------------------------------------------ per-user state
+    def load_user_states(self, source: str, users: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored DFP history state (``secml.dfp.history.UserState`` data) of ``users``."""
+        names = sorted({str(u) for u in users})
+        out: dict[str, dict[str, Any]] = {}
+        t = self.t_state
+        with self.engine.connect() as conn:
+            for i in range(0, len(names), 500):
+                q = select(t.c.user, t.c.state).where(
+                    t.c.source == source, t.c.user.in_(names[i : i + 500])
+                )
+                out.update({row.user: row.state for row in conn.execute(q)})
+        return out
+
+    def save_user_states(
+        self, source: str, states: Mapping[str, Mapping[str, Any]], *, only_new: bool = False
+    ) -> int:
+        """Insert or replace users' states in one transaction; ``only_new`` keeps stored ones.
+
+        Returns how many states were written.
+        """
+        if not states:
+            return 0
+        now = datetime.now(UTC)
+        t = self.t_state
+        with self._lock, self.engine.begin() as conn:
+            have = {
+                row.user
+                for row in conn.execute(
+                    select(t.c.user).where(t.c.source == source, t.c.user.in_(list(states)))
+                )
+            }
+            new = [u for u in states if u not in have]
+            old = [] if only_new else [u for u in states if u in have]
+            if new:
+                conn.execute(
+                    insert(t),
+                    [
+                        {"source": source, "user": u, "state": dict(states[u]), "updated_at": now}
+                        for u in new
+                    ],
+                )
+            for u in old:
+                conn.execute(
+                    t.update()
+                    .where(t.c.source == source, t.c.user == u)
+                    .values(state=dict(states[u]), updated_at=now)
+                )
+        return len(new) + len(old)
 
     # -- writing ---------------------------------------------------------------------------
     def _row(self, i: int, row: Mapping[str, Any], now: datetime) -> dict[str, Any]:

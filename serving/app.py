@@ -8,10 +8,12 @@ detections store, ``/metrics`` serves the instrumentator's ``http_*`` families p
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
+import weakref
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any
 
 import anyio
@@ -20,6 +22,7 @@ from fastapi.responses import JSONResponse
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, ConfigDict, Field
 
+from secml.dfp.schema import record_user
 from secml.settings import Settings, get_settings
 from secml.store import DetectionStore, StoreError
 from serving import metrics
@@ -281,6 +284,29 @@ async def _model_error(
     return HTTPException(status_code=422, detail=f"model {spec.triton_model!r} rejected: {msg}")
 
 
+def _user_lock(request: Request, source: str, user: str) -> asyncio.Lock:
+    """The lock that serialises this process's requests for one DFP user."""
+    locks = getattr(request.app.state, "user_locks", None)
+    if locks is None:
+        locks = request.app.state.user_locks = weakref.WeakValueDictionary()
+    key = (source, user)
+    lock = locks.get(key)
+    if lock is None:
+        lock = locks[key] = asyncio.Lock()
+    return lock
+
+
+async def _store_call(request: Request, method: str, *args: Any) -> Any:
+    """Call a detections-store method in a thread; 503 when the store is down or slow."""
+    try:
+        store = get_store(request)
+        with anyio.fail_after(STORE_TIMEOUT_S):
+            return await anyio.to_thread.run_sync(getattr(store, method), *args)
+    except Exception as exc:  # noqa: BLE001 - database down, timeout: ask the client to retry
+        log.error("detections store unavailable (%s): %s", method, exc)
+        raise _unavailable(f"detections store unavailable: {type(exc).__name__}") from exc
+
+
 async def _store(
     request: Request, spec: DetectorSpec, records: list[dict[str, Any]], results: list[dict]
 ) -> None:
@@ -373,16 +399,28 @@ async def predict(
     inputs = [bytes_column("RECORDS", payloads)]
     if spec.with_source:
         inputs.append(bytes_column("SOURCE", [spec.source] * n))
-    try:
-        async with asyncio.timeout(settings.triton_timeout_s + 1):
-            out = await triton.infer(spec.triton_model, inputs, outputs=["RESULT"])
-    except (TimeoutError, TritonTimeout) as exc:
-        detail = f"Triton did not answer within {settings.triton_timeout_s}s"
-        raise _unavailable(detail, 504) from exc
-    except TritonUnavailable as exc:
-        raise _unavailable(f"Triton is unavailable: {exc}") from exc
-    except TritonModelError as exc:
-        raise await _model_error(spec, triton, exc) from exc
+    users = sorted({record_user(r, spec.source) for r in body.records}) if spec.stateful else []
+    async with AsyncExitStack() as held:
+        for user in users:  # one request at a time per user: its state is read, then written
+            await held.enter_async_context(_user_lock(request, spec.source, user))
+        outputs = ["RESULT"]
+        if spec.stateful:
+            states = await _store_call(request, "load_user_states", spec.source, users)
+            inputs.append(bytes_column("STATE", [json.dumps(states)] + [""] * (n - 1)))
+            outputs.append("STATE_OUT")
+        try:
+            async with asyncio.timeout(settings.triton_timeout_s + 1):
+                out = await triton.infer(spec.triton_model, inputs, outputs=outputs)
+        except (TimeoutError, TritonTimeout) as exc:
+            detail = f"Triton did not answer within {settings.triton_timeout_s}s"
+            raise _unavailable(detail, 504) from exc
+        except TritonUnavailable as exc:
+            raise _unavailable(f"Triton is unavailable: {exc}") from exc
+        except TritonModelError as exc:
+            raise await _model_error(spec, triton, exc) from exc
+        if spec.stateful:
+            new_states = json.loads((out.get("STATE_OUT") or ["{}"])[0] or "{}")
+            await _store_call(request, "save_user_states", spec.source, new_states)
     raw = out.get("RESULT") or []
     if len(raw) != n:
         raise _unavailable(f"Triton model {spec.triton_model!r} returned {len(raw)} of {n} results")

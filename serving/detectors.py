@@ -128,6 +128,8 @@ class DetectorSpec:
     triton_model: str
     validate: Callable[[list[dict[str, Any]]], list[RecordError]]
     with_source: bool = False
+    # DFP: per-user history state read from and written back to the detections store
+    stateful: bool = False
     positive: str = "anomalous"
     negative: str = "normal"
 
@@ -160,9 +162,11 @@ DETECTORS: dict[tuple[str, str], DetectorSpec] = {
     ("abp", "nvsmi"): DetectorSpec(
         "abp", "nvsmi", TRITON_ABP, validate_abp, positive="mining", negative="benign"
     ),
-    ("dfp", "duo"): DetectorSpec("dfp", "duo", TRITON_DFP, validate_dfp("duo"), with_source=True),
+    ("dfp", "duo"): DetectorSpec(
+        "dfp", "duo", TRITON_DFP, validate_dfp("duo"), with_source=True, stateful=True
+    ),
     ("dfp", "azure"): DetectorSpec(
-        "dfp", "azure", TRITON_DFP, validate_dfp("azure"), with_source=True
+        "dfp", "azure", TRITON_DFP, validate_dfp("azure"), with_source=True, stateful=True
     ),
 }
 

@@ -282,12 +282,21 @@ class DfpScorer:
                 loaded.append(f"{generic}:{listing[generic]}")
         return loaded
 
-    def score_records(self, records: list[Mapping[str, Any]], source: str) -> list[dict[str, Any]]:
-        """One result per record, in input order; derived features are computed in the batch."""
+    def score_records(
+        self,
+        records: list[Mapping[str, Any]],
+        source: str,
+        states: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """One result per record, in input order.
+
+        ``states`` maps user to ``secml.dfp.history.UserState``: what each user did before
+        these records (empty when None); it is updated in place, so the caller can store it.
+        """
         from secml.dfp.registry import NoModelError
         from secml.dfp.schema import process_records
 
-        events = process_records(records, source)
+        events = process_records(records, source, states)
         registry = self.registry(source)
         try:
             scored = score_dfp_events(events, source, registry)
@@ -307,6 +316,7 @@ def dfp_results(
     scored: pd.DataFrame, source: str, threshold: float, n: int
 ) -> list[dict[str, Any]]:
     """Per-record answers in the original record order (``_index``), top features included."""
+    from secml.dfp.history import HISTORY_FEATURES
     from secml.dfp.schema import FEATURES
 
     feats = FEATURES[source].all
@@ -327,17 +337,24 @@ def dfp_results(
         ]
         name, _, version = str(row["model_version"]).rpartition(":")
         mean_z = float(row["mean_abs_z"])
+        risk = float(row.get("risk", math.nan))
+        has_risk = not math.isnan(risk)
         ts = row.get("timestamp")
         out[int(row["_index"])] = {
-            "score": _clean(mean_z),
-            "anomaly": bool(mean_z > threshold),
+            "score": _clean(risk if has_risk else mean_z),
+            "anomaly": bool(row["anomaly"]) if "anomaly" in row else bool(mean_z > threshold),
             "model": name,
             "version": version,
             "top_features": top,
             "details": {
                 "mean_abs_z": _clean(mean_z),
                 "max_abs_z": _clean(float(row["max_abs_z"])),
-                "threshold": threshold,
+                "threshold": _clean(float(row["risk_threshold"])) if has_risk else threshold,
+                "score_kind": "risk" if has_risk else "mean_abs_z",
+                "ae_surprisal": _clean(float(row.get("ae_surprisal", 0.0))),
+                "reasons": row.get("reasons") or "",
+                "risk_top": row.get("risk_top") or [],
+                "history": {f: _plain(row.get(f)) for f in HISTORY_FEATURES if f in row},
             },
             "user": str(row["username"]),
             "event_time": None if ts is None else pd.Timestamp(ts).isoformat(),

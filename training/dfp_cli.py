@@ -9,7 +9,8 @@ Examples::
 ``--input_file`` takes data files/globs or control-message files (then each input of the message
 runs in order; ``--source``/``--start_time``/``--duration`` override its metadata). Steps:
 loader -> batcher -> schema -> split users -> rolling window -> train (MLflow) -> infer
-(production model else generic) -> filter (``mean_abs_z`` > threshold) -> post-process ->
+(production model else generic; history features from the users' stored state) -> keep the
+risk model's anomalies (or ``mean_abs_z`` > ``--threshold`` when given) -> post-process ->
 CSV/JSON lines. Progress is logged per batch and per model; a summary closes the run.
 """
 
@@ -28,14 +29,16 @@ import pandas as pd
 
 from secml.dfp.batcher import batch_files
 from secml.dfp.filter import filter_anomalies
+from secml.dfp.history import UserState, load_states, save_states
 from secml.dfp.loader import expand_paths, load_records
 from secml.dfp.postprocess import postprocess
 from secml.dfp.rolling import WindowOptions, rolling_window
-from secml.dfp.schema import process
+from secml.dfp.schema import process, record_user
 from secml.dfp.split import TRAIN_USERS, split_users
 from secml.dfp.writer import write_detections
 from secml.settings import Settings, get_settings
 from secml.stack import mlflow_ready
+from secml.store import DetectionStore
 
 log = logging.getLogger("dfp_cli")
 
@@ -232,18 +235,34 @@ def _infer(
 
     scored = score_events(df, job.source, settings=settings)
     summary.scored += len(scored)
-    kept = scored if args.all_events else filter_anomalies(scored, args.threshold)
-    summary.anomalies += int((scored["mean_abs_z"] > _threshold(args, settings)).sum())
-    return postprocess(kept, job.source)
+    anomalies = filter_anomalies(scored, args.threshold)
+    summary.anomalies += len(anomalies)
+    return postprocess(scored if args.all_events else anomalies, job.source)
 
 
-def _threshold(args: argparse.Namespace, settings: Settings) -> float:
-    """The anomaly threshold in force."""
-    return settings.dfp_z_threshold if args.threshold is None else args.threshold
+def _load_states(raw: pd.DataFrame, job: Job, settings: Settings) -> dict[str, UserState]:
+    """The stored history states of the batch's users (inference continues from them)."""
+    users = {record_user(r, job.source) for r in raw["_raw"]}
+    return load_states(DetectionStore(settings.store_url or ""), job.source, users)
+
+
+def _save_states(states: dict[str, UserState], job: Job, settings: Settings) -> None:
+    """Store the users' states: inference replaces them, training only seeds new users."""
+    if not states and "inference" in job.tasks:
+        return
+    only_new = "inference" not in job.tasks
+    store = DetectionStore(settings.store_url or "")
+    n = save_states(store, job.source, states, only_new=only_new)
+    log.info("%d %s user states %s in the store", n, job.source, "seeded" if only_new else "saved")
 
 
 def run_job(job: Job, args: argparse.Namespace, settings: Settings, summary: Summary) -> None:
-    """Run one job batch by batch."""
+    """Run one job batch by batch.
+
+    Inference reads each user's history state from the detections store and writes it back,
+    so the batch continues where the gateway and earlier batches left off; training computes
+    the history features over its own window and seeds the state of users the store lacks.
+    """
     files = expand_paths(job.files, settings)
     batches = batch_files(
         files,
@@ -266,8 +285,14 @@ def run_job(job: Job, args: argparse.Namespace, settings: Settings, summary: Sum
         job.period,
     )
     frames = []
+    infer = "inference" in job.tasks
     for i, batch in enumerate(batches, start=1):
-        df = process(load_records(batch.files, job.source, settings), job.source)
+        raw = load_records(batch.files, job.source, settings)
+        streaming = job.data_type == "streaming"
+        states = _load_states(raw, job, settings) if streaming and infer else {}
+        df = process(raw, job.source, states)  # payload: featurized again as a whole below
+        if streaming:
+            _save_states(states, job, settings)
         summary.events += len(df)
         summary.users.update(df["username"].astype(str))
         log.info(
@@ -286,7 +311,10 @@ def run_job(job: Job, args: argparse.Namespace, settings: Settings, summary: Sum
         else:
             frames.append(df)
     if job.data_type == "payload" and frames:
-        df = process(pd.concat(frames, ignore_index=True)[["_raw", "_file", "_index"]], job.source)
+        raw = pd.concat(frames, ignore_index=True)[["_raw", "_file", "_index"]]
+        states = _load_states(raw, job, settings) if infer else {}
+        df = process(raw, job.source, states)
+        _save_states(states, job, settings)
         frames = []
         if "training" in job.tasks:
             _train(df, job, args, settings, summary)
@@ -333,7 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="rolling-window cache (default <run_dir>/dfp-cache)",
     )
     p.add_argument("--epochs", type=int, default=None, help="max epochs (early stopping on)")
-    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="flag mean_abs_z above this instead of the risk model's calibrated decision",
+    )
     p.add_argument("--all_events", action="store_true", help="write every scored event")
     p.add_argument(
         "--output_file",

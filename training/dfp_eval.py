@@ -24,46 +24,27 @@ import logging
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from secml.dfp import generator, quality
-from secml.dfp.scoring import RiskModel
+from secml.dfp import quality
 from secml.settings import get_settings
 
 log = logging.getLogger("training.dfp_eval")
 
 EXPERIMENT = "dfp-eval"
-# Attacks injected into the risk model's training set (types in turn).
-RISK_ATTACKS = 150
 HEAD = ("precision", "recall", "f1", "roc_auc", "pr_auc", "fpr", "alerts_per_1k_benign")
-
-
-def train_risk(source: str, seed: int, work: Path, users: int, days: int) -> RiskModel:
-    """The risk model, trained on the training generator's labelled data (never on ``seed``'s)."""
-    out = work / f"train-{source}-{seed}"
-    start = date(2022, 8, 1)
-    gen = generator.generate(
-        source, n_users=users, days=days, start=start, seed=1000 + seed, n_attacks=RISK_ATTACKS
-    )
-    split = datetime.combine(start, datetime.min.time(), UTC) + timedelta(days=days - 2)
-    generator.write_dataset(gen, out, split)
-    ds = quality.prepare(out, source)
-    detector, held = quality.fit_detector(ds, per_user=False)
-    rows = quality.risk_training_rows(ds, detector, held)
-    risk = RiskModel(seed=seed).fit(rows, rows["y"].to_numpy())
-    log.info("%s seed %d: risk model trained on %s", source, seed, risk.trained_on)
-    return risk
 
 
 def run_seed(
     source: str, seed: int, work: Path, args: argparse.Namespace
 ) -> dict[str, pd.DataFrame]:
     """Every table of one seed and source."""
-    risk = train_risk(source, seed, work, args.train_users, args.days)
+    risk = quality.train_reference_risk(
+        source, seed=seed, users=args.train_users, days=args.days, work=work
+    )
     data = work / f"eval-{seed}"
     if not (data / f"labels_{source}.csv").is_file():
         from secml.dfp import scenarios

@@ -26,12 +26,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from secml.control import ControlInput, ControlMessage, message_id, parse_control_message
 from secml.dfp.batcher import batch_files
 from secml.dfp.filter import filter_anomalies
+from secml.dfp.history import load_states, save_states
 from secml.dfp.infer import score_events
 from secml.dfp.loader import expand_paths, load_records
 from secml.dfp.postprocess import postprocess
 from secml.dfp.registry import ModelRegistry
 from secml.dfp.rolling import WindowOptions, rolling_window
-from secml.dfp.schema import FEATURES, process
+from secml.dfp.schema import FEATURES, process, record_user
 from secml.dfp.split import split_users
 from secml.dfp.train import exclude_confirmed_anomalies, experiment_id, train_user
 from secml.dfp.writer import write_detections
@@ -283,10 +284,17 @@ def dfp_infer(
         thr = threshold if threshold is not None else props.get("threshold")
         registry = ModelRegistry(source, settings=settings)
         frames = load_batches(inp, settings)
-        events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        if events.empty:
+        if not frames:
             logger.warning("inputs[%d]: no %s events in the window", i, source)
             continue
+        # featurize the window as a whole, continuing each user's stored history state
+        raw = pd.concat(frames, ignore_index=True)[["_raw", "_file", "_index"]]
+        from secml.store import get_store
+
+        users = {record_user(r, source) for r in raw["_raw"]}
+        states = load_states(get_store(), source, users)
+        events = process(raw, source, states)
+        save_states(get_store(), source, states)
         scored = score_events(events, source, registry)
         anomalies = filter_anomalies(scored, thr)
         chosen = scored if write_all else anomalies

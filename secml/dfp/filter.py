@@ -1,4 +1,9 @@
-"""Keep the anomalies: events whose ``mean_abs_z`` is above the threshold (default 2.0)."""
+"""Keep the anomalies: the risk model's calibrated decision, or ``mean_abs_z`` > a threshold.
+
+Scored frames carry ``anomaly`` from the risk model that travels with the generic model
+(``secml.dfp.scoring.apply_risk``). A threshold given explicitly, or models without a risk
+model, fall back to Morpheus's rule ``mean_abs_z > threshold`` (default 2.0).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,12 @@ log = logging.getLogger(__name__)
 def filter_anomalies(
     scored: pd.DataFrame, threshold: float | None = None, column: str = "mean_abs_z"
 ) -> pd.DataFrame:
-    """Rows of ``scored`` with ``column`` strictly above ``threshold`` (settings by default)."""
+    """Rows of ``scored`` that are anomalies (see the module docstring)."""
+    if threshold is None and "anomaly" in scored.columns and "risk" in scored.columns:
+        if scored["risk"].notna().all():
+            out = scored[scored["anomaly"].astype(bool)]
+            log.info("filter: %d of %d events above their risk threshold", len(out), len(scored))
+            return out
     if column not in scored.columns:
         raise KeyError(f"filter: scored frame has no {column!r} column (run inference first)")
     thr = get_settings().dfp_z_threshold if threshold is None else float(threshold)

@@ -6,12 +6,13 @@ exported by diagnostic settings (``time``, ``category``, ``properties{...}``). F
 batch each and are named like ``DUO_2022-08-01T00_05_06.806Z.json`` (a JSON array).
 
 Every user has habits: home city and time zone, working hours, one to three devices, browsers,
-apps, a daily volume. Hard benign cases are built in: travellers (new location, known device),
-new phones mid-period, newly adopted apps, evenings worked late, night-shift workers,
-password typos and denied pushes, and users with
-too little history for a model of their own. Attacks are injected in the last ``attack_days``
-days and labelled in a separate CSV (``labels_<source>.csv``: ``event_id`` is
-``secml.store.event_id`` of the raw record): ``account_takeover`` (new country and device),
+apps, a daily volume. Hard benign cases are built in: travellers (new location, known device,
+local office hours, no logins on flight days), new phones and replacement laptops mid-period,
+newly adopted apps, evenings worked late, night-shift workers, password typos and denied
+pushes, and users with too little history for a model of their own. Attacks are injected in
+the last ``attack_days`` days and labelled in a separate CSV (``labels_<source>.csv``:
+``event_id`` is ``secml.store.event_id`` of the raw record): ``account_takeover`` (attacker
+device, abroad or through a proxy in the victim's city),
 ``mfa_fatigue`` (burst of denied pushes), ``impossible_travel`` (known device, far away, an
 hour after a login at home, then a short session), ``new_app`` (first access to a sensitive
 application, at night), ``off_hours``, ``password_spray`` (one attacker, one or two wrong
@@ -149,6 +150,7 @@ class User:
     travel_days: set[int] = field(default_factory=set)
     new_phone_day: int | None = None
     late_rate: float = 0.0
+    new_laptop_day: int | None = None
     adopted_app: str | None = None
     adopt_day: int = 0
 
@@ -319,8 +321,24 @@ def _stable(text: str) -> int:
     return int.from_bytes(_digest(text)[:8], "big")
 
 
-def make_users(n_users: int, days: int, rng: random.Random, sparse_fraction: float) -> list[User]:
-    """Draw ``n_users`` users with their own habits (a share with too little history)."""
+def make_users(
+    n_users: int,
+    days: int,
+    rng: random.Random,
+    sparse_fraction: float,
+    drift_boost: float = 1.0,
+    drift_from: int = 0,
+) -> list[User]:
+    """Draw ``n_users`` users with their own habits (a share with too little history).
+
+    ``drift_boost`` multiplies how often benign drift (trips, new phones and laptops, adopted
+    apps) happens and ``drift_from`` is the first day it may start: a training set for a
+    classifier oversamples these hard negatives where its labelled days are.
+    """
+
+    def drift_day() -> int:
+        return rng.randrange(min(drift_from, days - 1), max(1, days))
+
     first = ("alex", "sam", "li", "maria", "jose", "anna", "omar", "yuki", "ivan", "zoe", "noor")
     last = ("smith", "garcia", "chen", "muller", "kim", "rossi", "singh", "okafor", "novak")
     users: list[User] = []
@@ -357,16 +375,27 @@ def make_users(n_users: int, days: int, rng: random.Random, sparse_fraction: flo
             per_day=per_day,
             deny_rate=rng.uniform(0.01, 0.08),
         )
-        if rng.random() < 0.15:  # traveller: benign new location on known devices
+        if rng.random() < 0.15 * drift_boost:  # traveller: new location on known devices
             user.travel = rng.choice([p for p in PLACES if p.country != home.country])
-            start = rng.randrange(max(1, days))
+            start = drift_day()
             user.travel_days = set(range(start, min(days, start + rng.randint(2, 5))))
-        if rng.random() < 0.1:  # new phone mid-period: benign new auth device
-            user.new_phone_day = rng.randrange(max(1, days))
+        if rng.random() < 0.1 * drift_boost:  # new phone mid-period: new auth device
+            user.new_phone_day = drift_day()
+        if rng.random() < 0.1 * drift_boost:  # replacement laptop: new browser, OS, name
+            user.new_laptop_day = drift_day()
+            user.devices.append(
+                Device(
+                    browser=rng.choice(BROWSERS),
+                    os=rng.choice(OSES[:3]),
+                    phone=user.devices[0].phone,
+                    display_name=f"LAPTOP-{i:03d}N",
+                    client_app=user.devices[0].client_app,
+                )
+            )
         user.late_rate = rng.uniform(0.0, 0.08)  # some evenings run 1-3 h past the shift
-        if rng.random() < 0.15:  # adopts an ordinary app mid-period: benign first use
+        if rng.random() < 0.15 * drift_boost:  # adopts an ordinary app: benign first use
             user.adopted_app = rng.choice([a for a in APPS if a not in user.apps])
-            user.adopt_day = rng.randrange(max(1, days))
+            user.adopt_day = drift_day()
         users.append(user)
     return users
 
@@ -446,13 +475,18 @@ def _benign(
     """Every user's normal activity over ``days`` days."""
     out = []
     for user in users:
-        weights = [6] + [2] * (len(user.devices) - 1)
         for day in range(days):
+            devices = user.devices
+            if user.new_laptop_day is not None:  # the old laptop is gone, the new one in use
+                devices = devices[1:] if day >= user.new_laptop_day else devices[:-1]
+            weights = [6] + [2] * (len(devices) - 1)
             d = start + timedelta(days=day)
             weekend = d.weekday() >= 5
             lam = user.per_day * (0.25 if weekend else 1.0)
             n = _poisson(rng, lam)
             place = user.travel if day in user.travel_days and user.travel else user.home
+            if user.travel_days and day in (min(user.travel_days), max(user.travel_days) + 1):
+                n = 0  # flying out or back: no logins that day
             apps = list(user.apps)
             if user.adopted_app and day >= user.adopt_day:
                 apps.append(user.adopted_app)
@@ -460,7 +494,7 @@ def _benign(
                 when = _work_time(user, d, rng, place)  # travellers keep local office hours
                 if rng.random() < user.late_rate:
                     when += timedelta(hours=rng.uniform(1.0, 3.0))
-                dev = rng.choices(user.devices, weights=weights)[0]
+                dev = rng.choices(devices, weights=weights)[0]
                 app = rng.choices(apps, weights=range(len(apps), 0, -1))[0]
                 ok = rng.random() > user.deny_rate
                 out.append(
@@ -519,7 +553,7 @@ def _attacks(
         events: list[dict[str, Any]] = []
         attack_id = f"{source}-{k:04d}-{kind}"
         if kind == "account_takeover":
-            dev, place = _attacker_device(rng), rng.choice(ATTACKER_PLACES)
+            dev, place = _attacker_device(rng), _attacker_place(user, rng)
             for j in range(rng.randint(1, 3)):
                 events.append(
                     _event(
@@ -536,7 +570,7 @@ def _attacks(
                     )
                 )
         elif kind == "mfa_fatigue":
-            dev, place = _attacker_device(rng), rng.choice(ATTACKER_PLACES)
+            dev, place = _attacker_device(rng), _attacker_place(user, rng)
             for j in range(rng.randint(8, 25)):
                 denial = "user_marked_fraud" if rng.random() < 0.15 else "no_response"
                 events.append(
@@ -636,6 +670,11 @@ def _attacks(
     return records, labels
 
 
+def _attacker_place(user: User, rng: random.Random) -> Place:
+    """Where an attacker logs in from: abroad, or a proxy in the victim's own city (a third)."""
+    return user.home if rng.random() < 0.35 else rng.choice(ATTACKER_PLACES)
+
+
 def _night(user: User, d: date, rng: random.Random) -> datetime:
     """01:00-04:30 local time at home on ``d`` (midday for night-shift workers), in UTC."""
     local = datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(hours=rng.uniform(1.0, 4.5))
@@ -714,6 +753,8 @@ def generate(
     attack_days: int = 2,
     n_attacks: int = 60,
     sparse_fraction: float = 0.2,
+    drift_boost: float = 1.0,
+    drift_from: int = 0,
 ) -> Generated:
     """Generate one source's records (time-ordered) and attack labels; same seed, same data."""
     if source not in FILE_PREFIX:
@@ -721,7 +762,7 @@ def generate(
     if n_users < 1 or days < 1 or attack_days < 0 or n_attacks < 0:
         raise ValueError("n_users and days must be >= 1; attack_days and n_attacks >= 0")
     rng = random.Random(f"{seed}")
-    users = make_users(n_users, days, rng, sparse_fraction)
+    users = make_users(n_users, days, rng, sparse_fraction, drift_boost, drift_from)
     rng = random.Random(f"{seed}-{source}")
     records = _benign(source, users, start, days, rng)
     attack_records, labels = _attacks(source, users, start, days, attack_days, n_attacks, rng)

@@ -21,8 +21,9 @@ Features (computed before the event is added to the state):
 - ``fails_recent``, ``events_recent``: the user's failed and total logins in the last
   ``RECENT_S`` seconds, this one included (MFA push bombing, password guessing).
 - ``log_speed``: ``log10(1 + km/h)``, the fastest travel this login implies from any of the
-  user's logins in the last 12 hours (country centroids from ``secml.dfp.geo``; travel inside
-  a country is 0).
+  user's logins in the last 12 hours, when it comes from a country new to the user (country
+  centroids from ``secml.dfp.geo``; travel inside a country, or back to one of the user's
+  countries, is 0).
 - ``history_depth``: ``log10(1 + events seen)``, how much the other features can be trusted.
 
 Only successful logins teach the state where, when and with what the user logs in; failed
@@ -32,7 +33,7 @@ ones count as recent activity only, so an attacker's failed attempts do not beco
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -158,7 +159,8 @@ def featurize_event(state: UserState, event: Mapping[str, Any], source: str) -> 
     state.recent = [r for r in state.recent if 0.0 <= t - r[0] <= RECENT_S]
     state.places = [p for p in state.places if abs(t - p[0]) <= TRAVEL_WINDOW_S]
     speed = 0.0
-    if geo is not None:
+    new_country = _is_new(state.countries, country, t)
+    if geo is not None and new_country:  # coming back to a country of one's own is no trip
         for p_t, lat, lon in state.places:
             km = haversine_km((lat, lon), geo)
             speed = max(speed, km / max(abs(t - p_t) / 3600.0, MIN_TRAVEL_H))
@@ -175,7 +177,7 @@ def featurize_event(state: UserState, event: Mapping[str, Any], source: str) -> 
         "events_recent": 1.0 + len(state.recent),
         "log_speed": math.log10(1.0 + speed),
         "history_depth": math.log10(1.0 + state.n),
-        "new_country": _is_new(state.countries, country, t),
+        "new_country": new_country,
         "new_device": _is_new(state.devices, device, t),
         "new_browser_os": _is_new(state.browser_os, bos, t),
         "new_app": _is_new(state.apps, app, t),
@@ -234,3 +236,17 @@ def featurize(
         f = featurize_event(state, rec, source)
         out[i] = [f[c] for c in cols]
     return pd.DataFrame(out, columns=cols, index=df.index)
+
+
+def load_states(store: Any, source: str, users: Iterable[str]) -> dict[str, UserState]:
+    """The users' states kept in ``store`` (a ``secml.store.DetectionStore``)."""
+    stored = store.load_user_states(source, users)
+    return {u: UserState.from_dict(d) for u, d in stored.items()}
+
+
+def save_states(
+    store: Any, source: str, states: Mapping[str, UserState], *, only_new: bool = False
+) -> int:
+    """Write the users' states to ``store``; ``only_new`` leaves stored ones alone."""
+    data = {u: s.to_dict() for u, s in states.items()}
+    return store.save_user_states(source, data, only_new=only_new)

@@ -1,7 +1,10 @@
 """Score processed DFP events with each user's production model, else the generic one.
 
 The output keeps every input column and adds, per feature, ``<ft>_loss``, ``<ft>_z_loss``,
-``<ft>_pred``, then ``max_abs_z``, ``mean_abs_z`` and ``model_version`` (``<name>:<version>``).
+``<ft>_pred``, then ``max_abs_z``, ``mean_abs_z``, ``model_version`` (``<name>:<version>``),
+``ae_surprisal`` (how rare ``mean_abs_z`` is for the model that scored the event), and the
+risk columns of ``secml.dfp.scoring.apply_risk`` (``risk``, ``risk_threshold``, ``anomaly``,
+``reasons``, ``risk_top``) from the risk model that travels with the generic model.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ import logging
 
 import pandas as pd
 
-from secml.dfp.registry import ModelRegistry, get_registry
-from secml.settings import Settings
+from secml.dfp.registry import ModelRegistry, NoModelError, get_registry
+from secml.dfp.scoring import RISK_COLUMNS, apply_risk
+from secml.naming import GENERIC_USER
+from secml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,7 @@ def score_events(
     parts = []
     by_model: dict[str, list[pd.DataFrame]] = {}
     models = {}
-    work = df.reset_index(drop=True)
+    work = df.reset_index(drop=True).drop(columns=list(RISK_COLUMNS), errors="ignore")
     for user, rows in work.groupby("username", sort=False):
         model, label = registry.model_for_user(str(user))
         models[label] = model
@@ -42,11 +47,14 @@ def score_events(
         rows = pd.concat(frames) if len(frames) > 1 else frames[0]
         scores = models[label].score(rows)
         scores["model_version"] = label
+        scores["ae_surprisal"] = models[label].surprisal(scores["mean_abs_z"].to_numpy())
         parts.append(scores)
     scored = pd.concat(parts).sort_index()
     kept = work.drop(columns=[c for c in scored.columns if c in work.columns])
     out = pd.concat([kept, scored], axis=1)
     out.index = df.index
+    settings = settings or get_settings()
+    out = apply_risk(out, _risk_model(registry), settings.dfp_z_threshold)
     log.info(
         "scored %d %s events from %d users with %d models",
         len(df),
@@ -55,3 +63,17 @@ def score_events(
         len(by_model),
     )
     return out
+
+
+def _risk_model(registry: ModelRegistry) -> object | None:
+    """The risk model attached to the source's generic production model, if any."""
+    try:
+        generic, _ = registry.model_for_user(GENERIC_USER)
+    except NoModelError:
+        return None
+    if generic.risk is None:
+        log.warning(
+            "the generic %s model has no risk model: anomalies are mean_abs_z > threshold",
+            registry.source,
+        )
+    return generic.risk

@@ -161,6 +161,8 @@ class AutoEncoder:
         self.val_index: pd.Index | None = None
         self.score_quantiles: list[float] = []
         self.n_score_rows: int = 0
+        # the generic model carries the risk model (``secml.dfp.scoring.RiskModel``)
+        self.risk: Any = None
         self.net: _Net | None = None
 
     # ------------------------------------------------------------------ encoding
@@ -447,6 +449,8 @@ class AutoEncoder:
         (d / CONFIG_FILE).write_text(json.dumps(self.metadata(), indent=1, sort_keys=True))
         state = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
         torch.save(state, d / WEIGHTS_FILE)
+        if self.risk is not None:
+            self.risk.save(d)
         return d
 
     @classmethod
@@ -478,6 +482,10 @@ class AutoEncoder:
         state = torch.load(w_file, map_location=model.device, weights_only=True)
         model.net.load_state_dict(state)
         model.net.eval()
+        from secml.dfp.scoring import RISK_FILE, RiskModel
+
+        if (d / RISK_FILE).is_file():
+            model.risk = RiskModel.load(d)
         return model
 
 

@@ -19,9 +19,13 @@ never seen for this user") and the autoencoder alone at the same alert rate:
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from secml.dfp import generator
 from secml.dfp.evaluate import read_labels
 from secml.dfp.generator import FILE_PREFIX
 from secml.dfp.history import UserState
@@ -41,6 +46,12 @@ from secml.naming import GENERIC_USER
 
 log = logging.getLogger(__name__)
 
+# Attacks injected into the risk model's reference training set (types in turn).
+REFERENCE_ATTACKS = 150
+# Benign drift (trips, new devices, adopted apps) oversampled in the labelled days of that set:
+# the hard negatives the risk model must learn to let through.
+REFERENCE_DRIFT_BOOST = 3.0
+HOLDOUT_DAYS = 5
 ORDINARY = "ordinary"
 # Logins of a user with fewer past events than this are the state's warm-up: every value is
 # new to it, so they teach the risk model nothing about drift and are left out of its training.
@@ -144,7 +155,7 @@ def prefer_own(own: AutoEncoder, generic: AutoEncoder, held: pd.DataFrame | None
 def fit_detector(
     ds: Dataset,
     *,
-    holdout_days: int = 5,
+    holdout_days: int = HOLDOUT_DAYS,
     min_events: int | None = None,
     per_user: bool = True,
     params: Mapping[str, Any] | None = None,
@@ -297,3 +308,70 @@ def by_model(scored: pd.DataFrame, det: str) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def train_reference_risk(
+    source: str, *, seed: int = 0, users: int = 80, days: int = 30, work: Path | None = None
+) -> RiskModel:
+    """A risk model trained on the training generator's labelled data set (seed ``1000+seed``).
+
+    Its inputs are relative to each user's own history, so what it learns there carries over
+    to real users; ``training.dfp_eval`` measures exactly that on an independent scenario set.
+    """
+    with tempfile.TemporaryDirectory(prefix="dfp-risk-") as tmp:
+        out = (work or Path(tmp)) / f"reference-{source}-{seed}"
+        start = date(2022, 8, 1)
+        gen = generator.generate(
+            source,
+            n_users=users,
+            days=days,
+            start=start,
+            seed=1000 + seed,
+            n_attacks=REFERENCE_ATTACKS,
+            drift_boost=REFERENCE_DRIFT_BOOST,
+            drift_from=days - HOLDOUT_DAYS - 2,
+        )
+        split = datetime.combine(start, datetime.min.time(), UTC) + timedelta(days=days - 2)
+        generator.write_dataset(gen, out, split)
+        ds = prepare(out, source)
+    detector, held = fit_detector(ds, per_user=False)
+    rows = risk_training_rows(ds, detector, held)
+    risk = RiskModel(seed=seed).fit(rows, rows["y"].to_numpy())
+    log.info("%s: reference risk model trained on %s", source, risk.trained_on)
+    return risk
+
+
+@functools.lru_cache(maxsize=4)
+def reference_risk(source: str, seed: int = 0) -> RiskModel:
+    """``train_reference_risk`` once per process and source (training flows reuse it)."""
+    return train_reference_risk(source, seed=seed)
+
+
+def fit_generic(
+    df: pd.DataFrame,
+    source: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    holdout_days: int = HOLDOUT_DAYS,
+    alert_rate: float = 0.005,
+    risk: RiskModel | None = None,
+) -> AutoEncoder:
+    """The generic autoencoder with its risk model, calibrated on the last ``holdout_days``.
+
+    The autoencoder trains on the days before; the risk threshold is set on the held-out days
+    for ``alert_rate``. With too little history for both, everything trains and the risk
+    threshold is calibrated on the training rows (logged).
+    """
+    from secml.dfp.train import feature_config
+
+    train, held = split_holdout(df, holdout_days)
+    if len(train) < 2 or held.empty:
+        log.warning("%s: too little history for held-out days; calibrating in-sample", source)
+        train, held = df, df
+    model = AutoEncoder(feature_config(source), **dict(params or {})).fit(train)
+    risk = copy.deepcopy(risk if risk is not None else reference_risk(source))
+    cal = Detector(source, model, {}).score(held)
+    warm = cal[cal["history_depth"] >= np.log10(1 + WARMUP_EVENTS)]
+    risk.calibrate(warm if not warm.empty else cal, alert_rate)
+    model.risk = risk
+    return model

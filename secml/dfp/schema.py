@@ -114,6 +114,13 @@ _AZURE_FIELDS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
 )
 
 
+def record_user(rec: Mapping[str, Any], source: str) -> str:
+    """The user name of a raw record of ``source`` (``SchemaError`` when it has none)."""
+    fields = _DUO_FIELDS if check_source(source) == "duo" else _AZURE_FIELDS
+    path = next(p for c, p, _ in fields if c == "username")
+    return _text(_get(rec, path, "record"), ".".join(path), "record", True)
+
+
 def check_source(source: str) -> Source:
     """Return ``source`` if it is a DFP source, else raise naming the allowed ones."""
     if source not in SOURCES:

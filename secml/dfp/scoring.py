@@ -12,8 +12,9 @@ show (a burst of denied pushes, travel speed, the hour against the user's habit)
   held-out rows of the very model that scored it (``AutoEncoder.surprisal``): each model is
   calibrated on its own held-out data, so per-user and generic scores are comparable.
 
-It is a small gradient-boosted classifier whose output can only rise with every anomaly
-feature (monotone constraints): more novelty never makes a login look safer. It is trained on
+It is a gradient-boosted additive model (depth-1 trees: each input adds its own evidence)
+whose output can only rise with every anomaly feature (monotone constraints): more novelty
+never makes a login look safer. It is trained on
 labelled scenarios (``secml.dfp.generator``'s injected attacks) plus analysts' labels from the
 detections store, and its alert threshold is a quantile of the scores of held-out benign days
 for a target alert rate (``Settings.dfp_target_alert_rate``), so the number of alerts an analyst
@@ -36,6 +37,8 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 RISK_FILE = "risk.json"
+# Columns ``apply_risk`` adds.
+RISK_COLUMNS = ("reasons", "risk_top", "risk", "risk_threshold", "anomaly")
 FORMAT_VERSION = 1
 # Inputs of the risk model, and whether the risk may only rise with each (1) or is free (0).
 RISK_INPUTS: dict[str, int] = {
@@ -45,7 +48,6 @@ RISK_INPUTS: dict[str, int] = {
     "new_browser_os": 1,
     "new_app": 1,
     "fails_recent": 1,
-    "events_recent": 1,
     "log_speed": 1,
     "history_depth": 0,
     "ae_surprisal": 1,
@@ -54,7 +56,9 @@ RISK_INPUTS: dict[str, int] = {
 DECISION_FLOOR = 0.5
 DEFAULT_PARAMS: dict[str, Any] = {
     "n_estimators": 300,
-    "max_depth": 3,
+    # stumps: an additive model, each input's evidence counted on its own; interactions learnt
+    # from one labelled data set are what fails to carry over to another
+    "max_depth": 1,
     "learning_rate": 0.05,
     "subsample": 0.8,
     "min_child_weight": 5,
@@ -216,7 +220,6 @@ _WHY = {
     "fails_recent": lambda r: (
         f"{int(r['fails_recent'])} failed or denied logins in the last 10 minutes"
     ),
-    "events_recent": lambda r: f"{int(r['events_recent'])} logins in the last 10 minutes",
     "log_speed": lambda r: (
         f"travel at about {10 ** float(r['log_speed']) - 1:,.0f} km/h since the previous login"
     ),
@@ -243,4 +246,34 @@ def explain(
         ]
         words = [_WHY[names[j]](row) for j in order]
         out.append((feats, "; ".join(words) if words else "nothing stands out"))
+    return out
+
+
+def apply_risk(
+    scored: pd.DataFrame, risk: RiskModel | None, z_threshold: float, top: int = 3
+) -> pd.DataFrame:
+    """Add ``risk``, ``risk_threshold``, ``anomaly``, ``reasons`` and ``risk_top`` columns.
+
+    ``scored`` holds the history features and ``ae_surprisal``. Without a risk model (models
+    trained before it existed) the decision falls back to ``mean_abs_z > z_threshold``.
+    Explanations are computed for anomalies only (they cost a SHAP pass).
+    """
+    out = scored.copy()
+    out["reasons"] = ""
+    out["risk_top"] = pd.Series([[] for _ in range(len(out))], index=out.index, dtype=object)
+    if risk is None:
+        out["risk"] = np.nan
+        out["risk_threshold"] = np.nan
+        out["anomaly"] = out["mean_abs_z"].astype(float) > z_threshold
+        return out
+    out["risk"] = risk.score(out)
+    out["risk_threshold"] = risk.threshold
+    out["anomaly"] = out["risk"] > risk.threshold
+    flagged = out[out["anomaly"]]
+    if not flagged.empty:
+        for idx, (feats, words) in zip(
+            flagged.index, explain(flagged, risk.contributions(flagged), top), strict=True
+        ):
+            out.at[idx, "reasons"] = words
+            out.at[idx, "risk_top"] = feats
     return out

@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from secml.dfp.model import AutoEncoder, AutoEncoderConfig, find_model_dir
-from secml.naming import user_to_model_name
+from secml.naming import GENERIC_USER, user_to_model_name
 from secml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -226,9 +226,13 @@ def train_user(
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = MlflowClient(settings.mlflow_tracking_uri)
     name = user_to_model_name(source, user)
-    cfg = feature_config(source)
-    model = AutoEncoder(cfg, **(params or {}))
-    model.fit(df)
+    if user == GENERIC_USER:  # the generic model carries the calibrated risk model
+        from secml.dfp.quality import fit_generic
+
+        model = fit_generic(df, source, params=params, alert_rate=settings.dfp_target_alert_rate)
+    else:
+        model = AutoEncoder(feature_config(source), **(params or {}))
+        model.fit(df)
     start, end = _window(df)
     tags = {
         "source": source,

@@ -69,18 +69,31 @@ def test_every_attack_type_labelled_and_present(duo_gen: g.Generated) -> None:
 
 
 def test_attacks_look_like_attacks(duo_gen: g.Generated) -> None:
-    """Takeovers come from attacker countries; fatigue bursts are many denials."""
+    """Takeovers come from attacker devices; fatigue bursts are many denials; sprays hit many
+    accounts, some of which do not exist."""
     by_id = {event_id(r): r for r in duo_gen.records}
     attacker = {p.country for p in g.ATTACKER_PLACES}
     bursts: Counter[str] = Counter()
+    spray: dict[str, set[str]] = {}
+    countries = set()
     for lb in duo_gen.labels:
         rec = by_id[lb["event_id"]]
         if lb["attack_type"] == "account_takeover":
-            assert rec["access_device"]["location"]["country"] in attacker
+            assert rec["access_device"]["browser"] in g.ATTACKER_BROWSERS
+            countries.add(rec["access_device"]["location"]["country"])
         if lb["attack_type"] == "mfa_fatigue":
             assert rec["result"] in ("denied", "fraud")
             bursts[lb["attack_id"]] += 1
+        if lb["attack_type"] == "password_spray":
+            assert rec["result"] == "denied"
+            spray.setdefault(lb["attack_id"], set()).add(lb["username"])
     assert bursts and min(bursts.values()) >= 8
+    assert countries & attacker  # mostly from abroad, some through a proxy at home
+    attack_ids = {lb["event_id"] for lb in duo_gen.labels}
+    real = {r["user"]["name"] for r in duo_gen.records if event_id(r) not in attack_ids}
+    assert spray and all(len(v) >= 5 for v in spray.values())
+    for targets in spray.values():  # real accounts and guessed names nobody has
+        assert targets & real and targets - real
 
 
 def test_users_have_habits_and_some_little_history(duo_gen: g.Generated) -> None:

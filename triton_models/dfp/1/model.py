@@ -13,8 +13,20 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from secml.dfp.history import UserState
 from secml.settings import get_settings
 from serving.repository import DfpScorer
+
+
+def decode_states(tensor: object) -> dict[str, UserState]:
+    """The users' history states sent in STATE (element 0), empty when absent."""
+    if tensor is None:
+        return {}
+    first = tensor.as_numpy().reshape(-1)[0]
+    text = first.decode() if isinstance(first, bytes) else str(first)
+    if not text:
+        return {}
+    return {u: UserState.from_dict(d) for u, d in json.loads(text).items()}
 
 
 class TritonPythonModel:
@@ -38,9 +50,14 @@ class TritonPythonModel:
         if len(sources) != 1:
             raise ValueError(f"SOURCE must name one source per request, got {sorted(sources)}")
         records = [json.loads(r) for r in raw]
-        results = self.scorer.score_records(records, sources.pop())
+        states = decode_states(pb_utils.get_input_tensor_by_name(request, "STATE"))
+        results = self.scorer.score_records(records, sources.pop(), states)
         out = np.array([json.dumps(r).encode() for r in results], dtype=object).reshape(-1, 1)
-        return pb_utils.InferenceResponse([pb_utils.Tensor("RESULT", out)])
+        state_out = np.array([b""] * len(records), dtype=object).reshape(-1, 1)
+        state_out[0, 0] = json.dumps({u: s.to_dict() for u, s in states.items()}).encode()
+        return pb_utils.InferenceResponse(
+            [pb_utils.Tensor("RESULT", out), pb_utils.Tensor("STATE_OUT", state_out)]
+        )
 
     def execute(self, requests: list) -> list:
         """Answer every request; a failing request gets its own error."""
