@@ -202,6 +202,15 @@ class DetectionStore:
                 out.update({row.user: row.state for row in conn.execute(q)})
         return out
 
+    def delete_user_states(self, source: str, users: Iterable[str] | None = None) -> int:
+        """Forget the history state of ``users`` (every user of ``source`` when None)."""
+        t = self.t_state
+        q = t.delete().where(t.c.source == source)
+        if users is not None:
+            q = q.where(t.c.user.in_(sorted({str(u) for u in users})))
+        with self._lock, self.engine.begin() as conn:
+            return int(conn.execute(q).rowcount or 0)
+
     def save_user_states(
         self, source: str, states: Mapping[str, Mapping[str, Any]], *, only_new: bool = False
     ) -> int:

@@ -255,15 +255,18 @@ def production_dfp(client: Any, sources: tuple[str, ...] = ("duo", "azure")) -> 
 
 
 def _copy_autoencoder(downloaded: Path, dst: Path) -> None:
-    """Copy only the autoencoder's files (model.json, state_dict.pt) of a downloaded model."""
+    """Copy only the autoencoder's files (model.json, state_dict.pt, and the generic model's
+    risk.json) of a downloaded model."""
     from secml.dfp.model import CONFIG_FILE, WEIGHTS_FILE, find_model_dir
+    from secml.dfp.scoring import RISK_FILE
 
     src = find_model_dir(downloaded)
     staging = dst.parent / f".staging-{dst.name}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for f in (CONFIG_FILE, WEIGHTS_FILE):
-        shutil.copy2(src / f, staging / f)
+    for f in (CONFIG_FILE, WEIGHTS_FILE, RISK_FILE):
+        if (src / f).is_file():
+            shutil.copy2(src / f, staging / f)
     shutil.rmtree(dst, ignore_errors=True)
     staging.rename(dst)
 

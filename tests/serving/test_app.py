@@ -270,8 +270,12 @@ def test_dfp_own_model_and_generic_fallback(synced, client: TestClient, dfp_prod
     x = res[0]
     assert len(x["top_features"]) == 3
     assert x["top_features"][0]["z"] >= x["top_features"][-1]["z"]
-    assert x["score"] == pytest.approx(x["details"]["mean_abs_z"])
+    # the score is the calibrated risk of the model that travels with the generic model
+    assert x["details"]["score_kind"] == "risk" and 0.0 <= x["score"] <= 1.0
+    assert x["details"]["threshold"] >= 0.5
+    assert x["anomaly"] == (x["score"] > x["details"]["threshold"])
     assert x["decision"] in ("anomalous", "normal")
+    assert {"new_country", "hour_gap", "fails_recent"} <= set(x["details"]["history"])
 
 
 @pytest.mark.integration
@@ -284,10 +288,55 @@ def test_dfp_new_country_raises_score(synced, client: TestClient):
     odd["access_device"]["os"] = "Linux"
     odd["auth_device"]["name"] = "unknown-phone"
     odd["result"] = "fraud"
+    store = DetectionStore(get_settings().store_url or "")
+    store.delete_user_states("duo", [DFP_USER])
     base = predict(client, {"detector": "dfp", "source": "duo", "records": recs}).json()
+    store.delete_user_states("duo", [DFP_USER])  # the same history again, not twice over
     moved = predict(client, {"detector": "dfp", "source": "duo", "records": recs[:-1] + [odd]})
     assert moved.status_code == 200, moved.text
-    assert moved.json()["results"][-1]["score"] > base["results"][-1]["score"]
+    last = moved.json()["results"][-1]
+    assert last["score"] > base["results"][-1]["score"]
+    assert last["details"]["history"]["new_country"] == 1.0
+
+
+@pytest.mark.integration
+def test_dfp_one_login_alone_scores_as_in_the_days_batch(synced, client: TestClient):
+    """POST /predict of single logins, one after another, gives each the score it gets inside
+    the whole day's batch: both start from the same stored history state."""
+    from secml.dfp.history import UserState
+    from secml.dfp.schema import process_records
+
+    history = duo_records(n_per_user=30, seed=5, users=(DFP_USER,))
+    day = duo_records(n_per_user=40, seed=6, users=(DFP_USER,))[30:]  # a later day
+    odd = json.loads(json.dumps(day[3]))
+    odd["access_device"]["location"] = {"city": "Hanoi", "state": "Hanoi", "country": "Vietnam"}
+    day[3] = odd
+    states: dict[str, UserState] = {}
+    process_records(history, "duo", states)
+    store = DetectionStore(get_settings().store_url or "")
+    snapshot = {u: s.to_dict() for u, s in states.items()}
+
+    store.save_user_states("duo", snapshot)
+    batch = predict(client, {"detector": "dfp", "source": "duo", "records": day})
+    assert batch.status_code == 200, batch.text
+    after_batch = store.load_user_states("duo", [DFP_USER])[DFP_USER]
+
+    store.save_user_states("duo", snapshot)
+    alone = []
+    for rec in sorted(day, key=lambda r: r["timestamp"]):
+        r = predict(client, {"detector": "dfp", "source": "duo", "records": [rec]})
+        assert r.status_code == 200, r.text
+        alone.append((event_id(rec), r.json()["results"][0]))
+    by_id = {x["event_id"]: x for x in batch.json()["results"]}
+    for eid, x in alone:
+        b = by_id[eid]
+        assert x["score"] == pytest.approx(b["score"], abs=1e-6)
+        # the autoencoder runs in float32: one row or many rows round differently
+        assert x["details"]["mean_abs_z"] == pytest.approx(b["details"]["mean_abs_z"], rel=1e-5)
+        assert x["details"]["history"] == b["details"]["history"]
+    assert store.load_user_states("duo", [DFP_USER])[DFP_USER] == after_batch
+    assert after_batch["n"] == snapshot[DFP_USER]["n"] + len(day)
+    assert any(x["details"]["history"]["new_country"] == 1.0 for _, x in alone)
 
 
 @pytest.mark.integration
