@@ -316,8 +316,8 @@ def dfp_results(
     scored: pd.DataFrame, source: str, threshold: float, n: int
 ) -> list[dict[str, Any]]:
     """Per-record answers in the original record order (``_index``), top features included."""
-    from secml.dfp.history import HISTORY_FEATURES
     from secml.dfp.schema import FEATURES
+    from secml.dfp.scoring import risk_details
 
     feats = FEATURES[source].all
     out: list[dict[str, Any] | None] = [None] * n
@@ -349,12 +349,8 @@ def dfp_results(
             "details": {
                 "mean_abs_z": _clean(mean_z),
                 "max_abs_z": _clean(float(row["max_abs_z"])),
-                "threshold": _clean(float(row["risk_threshold"])) if has_risk else threshold,
-                "score_kind": "risk" if has_risk else "mean_abs_z",
-                "ae_surprisal": _clean(float(row.get("ae_surprisal", 0.0))),
-                "reasons": row.get("reasons") or "",
-                "risk_top": row.get("risk_top") or [],
-                "history": {f: _plain(row.get(f)) for f in HISTORY_FEATURES if f in row},
+                "threshold": threshold,
+                **risk_details(row),
             },
             "user": str(row["username"]),
             "event_time": None if ts is None else pd.Timestamp(ts).isoformat(),

@@ -33,6 +33,7 @@ from secml.dfp.postprocess import postprocess
 from secml.dfp.registry import ModelRegistry
 from secml.dfp.rolling import WindowOptions, rolling_window
 from secml.dfp.schema import FEATURES, process, record_user
+from secml.dfp.scoring import risk_details
 from secml.dfp.split import split_users
 from secml.dfp.train import exclude_confirmed_anomalies, experiment_id, train_user
 from secml.dfp.writer import write_detections
@@ -246,14 +247,24 @@ def detection_rows(anomalies: pd.DataFrame, source: str) -> list[dict[str, Any]]
             "event_id": row["event_id"],
             "user": row["username"],
             "event_time": row["timestamp"],
-            "score": float(row["mean_abs_z"]),
+            "score": float(row["risk"]) if _has_risk(row) else float(row["mean_abs_z"]),
             "is_anomaly": True,
             "model_version": row["model_version"],
             "record": row["_raw"],
-            "details": {"max_abs_z": float(row["max_abs_z"]), "top": _top_features(row, feats)},
+            "details": {
+                "mean_abs_z": float(row["mean_abs_z"]),
+                "max_abs_z": float(row["max_abs_z"]),
+                "top": _top_features(row, feats),
+                **risk_details(row),
+            },
         }
         for _, row in anomalies.iterrows()
     ]
+
+
+def _has_risk(row: pd.Series) -> bool:
+    """The row was scored by a risk model."""
+    return "risk" in row and pd.notna(row["risk"])
 
 
 @flow(name="dfp-infer")

@@ -52,6 +52,8 @@ REFERENCE_ATTACKS = 150
 # the hard negatives the risk model must learn to let through.
 REFERENCE_DRIFT_BOOST = 3.0
 HOLDOUT_DAYS = 5
+# One analyst's label counts as much as this many reference rows.
+ANALYST_WEIGHT = 20.0
 ORDINARY = "ordinary"
 # Logins of a user with fewer past events than this are the state's warm-up: every value is
 # new to it, so they teach the risk model nothing about drift and are left out of its training.
@@ -310,14 +312,11 @@ def by_model(scored: pd.DataFrame, det: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def train_reference_risk(
+def reference_rows(
     source: str, *, seed: int = 0, users: int = 80, days: int = 30, work: Path | None = None
-) -> RiskModel:
-    """A risk model trained on the training generator's labelled data set (seed ``1000+seed``).
-
-    Its inputs are relative to each user's own history, so what it learns there carries over
-    to real users; ``training.dfp_eval`` measures exactly that on an independent scenario set.
-    """
+) -> pd.DataFrame:
+    """Labelled risk-model rows from the training generator's data set (seed ``1000+seed``):
+    its attacks and its benign days, hard negatives oversampled."""
     with tempfile.TemporaryDirectory(prefix="dfp-risk-") as tmp:
         out = (work or Path(tmp)) / f"reference-{source}-{seed}"
         start = date(2022, 8, 1)
@@ -335,16 +334,46 @@ def train_reference_risk(
         generator.write_dataset(gen, out, split)
         ds = prepare(out, source)
     detector, held = fit_detector(ds, per_user=False)
-    rows = risk_training_rows(ds, detector, held)
-    risk = RiskModel(seed=seed).fit(rows, rows["y"].to_numpy())
+    return risk_training_rows(ds, detector, held)
+
+
+def train_risk(
+    reference: pd.DataFrame, labelled: pd.DataFrame | None = None, seed: int = 0
+) -> RiskModel:
+    """A risk model on the reference rows plus analysts' labelled rows (``labelled_rows``),
+    each analyst label weighing ``ANALYST_WEIGHT`` reference rows."""
+    rows = reference
+    y = reference["y"].to_numpy()
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    weight = np.where(y == 1, neg / max(pos, 1), 1.0)
+    if labelled is not None and not labelled.empty:
+        rows = pd.concat([reference, labelled], ignore_index=True)
+        weight = np.concatenate([weight, np.full(len(labelled), ANALYST_WEIGHT)])
+        log.info(
+            "risk model: %d analyst labels (%d true positives)",
+            len(labelled),
+            int(labelled["y"].sum()),
+        )
+    return RiskModel(seed=seed).fit(rows, rows["y"].to_numpy(), weight=weight)
+
+
+def train_reference_risk(
+    source: str, *, seed: int = 0, users: int = 80, days: int = 30, work: Path | None = None
+) -> RiskModel:
+    """A risk model trained on the training generator's labelled data set.
+
+    Its inputs are relative to each user's own history, so what it learns there carries over
+    to real users; ``training.dfp_eval`` measures exactly that on an independent scenario set.
+    """
+    risk = train_risk(reference_rows(source, seed=seed, users=users, days=days, work=work))
     log.info("%s: reference risk model trained on %s", source, risk.trained_on)
     return risk
 
 
 @functools.lru_cache(maxsize=4)
-def reference_risk(source: str, seed: int = 0) -> RiskModel:
-    """``train_reference_risk`` once per process and source (training flows reuse it)."""
-    return train_reference_risk(source, seed=seed)
+def cached_reference_rows(source: str, seed: int = 0) -> pd.DataFrame:
+    """``reference_rows`` once per process and source (training flows reuse them)."""
+    return reference_rows(source, seed=seed)
 
 
 def fit_generic(
@@ -355,12 +384,14 @@ def fit_generic(
     holdout_days: int = HOLDOUT_DAYS,
     alert_rate: float = 0.005,
     risk: RiskModel | None = None,
+    labelled: pd.DataFrame | None = None,
 ) -> AutoEncoder:
     """The generic autoencoder with its risk model, calibrated on the last ``holdout_days``.
 
-    The autoencoder trains on the days before; the risk threshold is set on the held-out days
-    for ``alert_rate``. With too little history for both, everything trains and the risk
-    threshold is calibrated on the training rows (logged).
+    The autoencoder trains on the days before; the risk model (``risk``, else one trained on
+    the reference rows plus the analysts' ``labelled`` rows) gets its threshold from the
+    held-out days for ``alert_rate``. With too little history for both, everything trains and
+    the threshold is calibrated on the training rows (logged).
     """
     from secml.dfp.train import feature_config
 
@@ -369,7 +400,10 @@ def fit_generic(
         log.warning("%s: too little history for held-out days; calibrating in-sample", source)
         train, held = df, df
     model = AutoEncoder(feature_config(source), **dict(params or {})).fit(train)
-    risk = copy.deepcopy(risk if risk is not None else reference_risk(source))
+    if risk is None:
+        risk = train_risk(cached_reference_rows(source), labelled)
+    else:
+        risk = copy.deepcopy(risk)
     cal = Detector(source, model, {}).score(held)
     warm = cal[cal["history_depth"] >= np.log10(1 + WARMUP_EVENTS)]
     risk.calibrate(warm if not warm.empty else cal, alert_rate)

@@ -277,3 +277,38 @@ def apply_risk(
             out.at[idx, "reasons"] = words
             out.at[idx, "risk_top"] = feats
     return out
+
+
+def risk_details(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What a stored detection keeps of its risk: score kind, threshold, reasons, and the
+    risk model's inputs (so analysts' labels can retrain the risk model later)."""
+    risk = row.get("risk")
+    if risk is None or (isinstance(risk, float) and math.isnan(risk)):
+        return {"score_kind": "mean_abs_z"}
+    return {
+        "score_kind": "risk",
+        "threshold": float(row["risk_threshold"]),
+        "reasons": row.get("reasons") or "",
+        "risk_top": row.get("risk_top") or [],
+        "ae_surprisal": float(row.get("ae_surprisal", 0.0)),
+        "history": {f: float(row[f]) for f in RISK_INPUTS if f in row and f != "ae_surprisal"},
+    }
+
+
+def labelled_rows(labelled: pd.DataFrame) -> pd.DataFrame:
+    """Risk-model training rows from analysts' labelled detections (``store.labelled``).
+
+    ``y`` is 1 for ``true_positive`` and 0 for ``false_positive``; detections stored without
+    the risk model's inputs (older versions) are left out.
+    """
+    rows = []
+    for details, label in zip(labelled["details"], labelled["label"], strict=True):
+        d = details if isinstance(details, Mapping) else {}
+        hist = d.get("history") or {}
+        if not all(f in hist for f in RISK_INPUTS if f != "ae_surprisal"):
+            continue
+        row = {f: float(hist[f]) for f in RISK_INPUTS if f != "ae_surprisal"}
+        row["ae_surprisal"] = float(d.get("ae_surprisal", 0.0))
+        row["y"] = 1 if label == "true_positive" else 0
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*RISK_INPUTS, "y"])

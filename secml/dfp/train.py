@@ -212,6 +212,22 @@ def promote_if_not_worse(
     return promoted, champ_version, champ_loss
 
 
+def analyst_labels(source: str, store: Any = None) -> pd.DataFrame | None:
+    """Analysts' labelled DFP detections of ``source`` as risk-model rows (None if the store
+    cannot be read: training goes on without them, and says so)."""
+    from secml.dfp.scoring import labelled_rows
+
+    try:
+        if store is None:
+            from secml.store import get_store
+
+            store = get_store()
+        return labelled_rows(store.labelled("dfp", source))
+    except Exception as exc:  # noqa: BLE001 - the store is optional for training
+        log.warning("analysts' labels not used for the %s risk model: %s", source, exc)
+        return None
+
+
 def train_user(
     df: pd.DataFrame,
     source: str,
