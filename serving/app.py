@@ -73,7 +73,9 @@ class RecordResult(BaseModel):
 
     index: int
     event_id: str
-    score: float = Field(description="ABP: P(mining); DFP: mean_abs_z")
+    score: float = Field(
+        description="ABP: P(mining); DFP: calibrated risk (mean_abs_z if the model has none)"
+    )
     anomaly: bool
     decision: str = Field(description="abp: mining|benign; dfp: anomalous|normal")
     model: str = Field(description="registered model that scored the record")

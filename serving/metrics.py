@@ -14,7 +14,7 @@ PREDICTIONS = Counter(
 )
 ANOMALY_SCORE = Histogram(
     "gateway_anomaly_score",
-    "Anomaly score of each scored record (ABP: P(mining); DFP: mean_abs_z)",
+    "Anomaly score of each scored record (ABP: P(mining); DFP: risk, else mean_abs_z)",
     ["detector", "source"],
     buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 25.0),
 )

@@ -79,12 +79,12 @@ def demo(
                 )
             )
         scored = score_events(test_df, source, ModelRegistry(source, settings=settings))
-        anomalies = filter_anomalies(scored, settings.dfp_z_threshold)
+        anomalies = filter_anomalies(scored)
         out = write_detections(
             postprocess(anomalies, source), str(root / f"detections-{source}.jsonl")
         )
         attack = scored["event_id"].isin(set(labels["event_id"]))
-        flagged = scored["mean_abs_z"] > settings.dfp_z_threshold
+        flagged = scored["event_id"].isin(set(anomalies["event_id"]))
         kinds = labels.set_index("event_id")["attack_type"]
         recall = {
             kind: round(float(flagged[scored["event_id"].map(kinds) == kind].mean()), 3)

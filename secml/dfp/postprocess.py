@@ -17,6 +17,8 @@ from secml.dfp.schema import FEATURES, check_source
 log = logging.getLogger(__name__)
 
 SCORE_COLUMNS: tuple[str, ...] = ("max_abs_z", "mean_abs_z", "model_version", "event_time")
+# The risk model's columns, written when the events were scored with one.
+RISK_OUTPUT: tuple[str, ...] = ("ae_surprisal", "risk", "risk_threshold", "anomaly", "reasons")
 FEATURE_SUFFIXES: tuple[str, ...] = ("_loss", "_z_loss", "_pred")
 
 
@@ -49,6 +51,7 @@ def postprocess(scored: pd.DataFrame, source: str) -> pd.DataFrame:
             inputs,
             scored[feature_columns(source)],
             scored[["max_abs_z", "mean_abs_z", "model_version"]],
+            scored[[c for c in RISK_OUTPUT if c in scored.columns]],
         ],
         axis=1,
     )

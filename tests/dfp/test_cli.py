@@ -228,10 +228,15 @@ def test_cli_trains_on_mlflow_then_scores(
     assert all(np.isfinite(r["mean_abs_z"]) for r in rows)
 
 
+@pytest.mark.integration
 def test_missing_model_is_a_clear_error(
-    data_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    mlflow_server: Any,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """No production model: exit status 1 and the registry's message, no traceback."""
+    """No production model: exit status 1 and the registry's message, no traceback (MLflow is
+    up: without it the CLI stops earlier: test_mlflow_down_fails_at_once_naming_the_server)."""
     from secml.dfp.registry import NoModelError
 
     def _no_model(*_: Any, **__: Any) -> pd.DataFrame:
