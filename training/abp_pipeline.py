@@ -129,6 +129,7 @@ class TritonScorer:
         self._loop = asyncio.new_event_loop()
         self._client = TritonClient(url, timeout_s=timeout_s)
         self.url = url
+        self.threshold: float | None = None  # the served model's own, as Triton reports it
 
     def __call__(
         self, _X: np.ndarray, lines: list[bytes], _uuids: list[str | None] | None = None
@@ -149,7 +150,12 @@ class TritonScorer:
                     f"Triton at {self.url} could not score {TRITON_MODEL}: {exc}. "
                     "Is Triton up and the production model synced (serving.sync)?"
                 ) from None
-            out.extend(float(json.loads(r)["score"]) for r in res["RESULT"])
+            for r in res["RESULT"]:
+                result = json.loads(r)
+                out.append(float(result["score"]))
+                got = (result.get("details") or {}).get("threshold")
+                if got is not None:
+                    self.threshold = float(got)
         return np.asarray(out, dtype=np.float32)
 
     def close(self) -> None:
@@ -244,7 +250,7 @@ def run(
     inputs: Sequence[str],
     output: str,
     scorer: Scorer,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = DEFAULT_THRESHOLD,
     on_error: str = "skip",
     batch_size: int = 4096,
     progress: bool = True,
@@ -254,6 +260,7 @@ def run(
     """Run the pipeline over ``inputs`` into ``output``; raise PipelineError on a fatal bad row.
 
     ``batch_size`` rows are read, featurized, scored and written at a time, in input order.
+    ``threshold`` None: the scorer's own (the threshold Triton reports for its model), else 0.5.
     """
     from tqdm import tqdm
 
@@ -287,7 +294,10 @@ def run(
             s = scorer(fz.X, [block.lines[pos] for pos in fz.kept], fz.uuids)
             if len(s) != len(fz.kept):
                 raise PipelineError(f"the scorer returned {len(s)} scores for {len(fz.kept)} rows")
-            flags = s >= threshold
+            thr = threshold
+            if thr is None:
+                thr = getattr(scorer, "threshold", None) or DEFAULT_THRESHOLD
+            flags = s >= thr
             writer.write(block, fz, flags.tolist(), [round(x, 6) for x in s.tolist()])
             summary.scored += len(fz.kept)
             summary.flagged += int(flags.sum())
@@ -347,12 +357,13 @@ def main(argv: list[str] | None = None) -> int:
             model_name, model_threshold = f"triton:{TRITON_MODEL}", None
         else:
             scorer, model_name, model_threshold = local_scorer(args.model)
-        threshold = (
-            args.threshold
-            if args.threshold is not None
-            else (model_threshold if model_threshold is not None else DEFAULT_THRESHOLD)
-        )
-        log.info("scoring with %s (threshold %.3f)", model_name, threshold)
+        # an explicit --threshold, else the model's stored (calibrated) one; on Triton, the one
+        # the served model reports with its scores
+        threshold = args.threshold if args.threshold is not None else model_threshold
+        if threshold is None and not args.triton:
+            threshold = DEFAULT_THRESHOLD
+        shown = "the served model's" if threshold is None else f"{threshold:.6g}"
+        log.info("scoring with %s (threshold %s)", model_name, shown)
         summary = run(
             args.input,
             args.output,

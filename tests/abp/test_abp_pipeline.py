@@ -132,3 +132,21 @@ def test_triton_mode_without_triton_says_so(
         get_settings.cache_clear()
     assert code == 2
     assert any("Triton at" in r.message and "unreachable" in r.message for r in caplog.records)
+
+
+def test_without_a_threshold_the_scorers_own_decides(fleet, tmp_path) -> None:
+    """``--triton`` passes no threshold: the one the served model reports is used."""
+    src, out = tmp_path / "in.jsonlines", tmp_path / "out.jsonlines"
+    src.write_text("".join(json.dumps(r) + "\n" for r in fleet.records[:200]))
+
+    class Served:
+        threshold: float | None = None
+
+        def __call__(self, X, _lines, _uuids):
+            self.threshold = 0.8  # learnt from the first answer, as TritonScorer does
+            return np.linspace(0, 1, len(X)).astype(np.float32)
+
+    pipe.run([str(src)], str(out), Served(), threshold=None, progress=False)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["mining"] for r in rows] == [int(r["mining_score"] >= 0.8) for r in rows]
+    assert 0 < sum(r["mining"] for r in rows) < len(rows)
