@@ -3,7 +3,8 @@
 Columns, in order: the input columns (the raw record flattened, nested keys joined by
 ``.``, in the order they first appear), then per feature ``<ft>_loss``, ``<ft>_z_loss``,
 ``<ft>_pred``, then ``max_abs_z``, ``mean_abs_z``, ``model_version`` (``<name>:<version>``)
-and ``event_time`` (ISO 8601 UTC).
+and ``event_time`` (ISO 8601 UTC), then the risk model's ``ae_surprisal``, ``risk``,
+``risk_threshold``, ``anomaly`` and ``reasons`` when the events were scored with one.
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ def postprocess(scored: pd.DataFrame, source: str) -> pd.DataFrame:
             inputs,
             scored[feature_columns(source)],
             scored[["max_abs_z", "mean_abs_z", "model_version"]],
-            scored[[c for c in RISK_OUTPUT if c in scored.columns]],
         ],
         axis=1,
     )
     out["event_time"] = iso_utc(scored["timestamp"])
+    for col in RISK_OUTPUT:
+        if col in scored.columns:
+            out[col] = scored[col]
     dup = out.columns[out.columns.duplicated()].tolist()
     if dup:
         raise ValueError(f"postprocess: input columns clash with output columns {dup}")

@@ -11,7 +11,7 @@ import pytest
 
 from secml.control import ControlMessageError
 from secml.dfp.generator import generate, write_batches
-from secml.dfp.postprocess import feature_columns
+from secml.dfp.postprocess import RISK_OUTPUT, feature_columns
 from secml.dfp.registry import ModelRegistry
 from secml.naming import GENERIC_USER, user_to_model_name
 from secml.settings import Settings
@@ -98,7 +98,10 @@ def test_train_then_infer(
     rows = pd.read_json(res["output"], lines=True, dtype=False, convert_dates=False)
     assert len(rows) == res["events"]
     tail = [*feature_columns("duo"), "max_abs_z", "mean_abs_z", "model_version", "event_time"]
+    tail += list(RISK_OUTPUT)  # the generic model carries a risk model
     assert list(rows.columns[-len(tail) :]) == tail
+    assert rows["risk"].between(0, 1).all() and (rows["risk_threshold"] >= 0.5).all()
+    assert (rows["anomaly"] == (rows["risk"] > rows["risk_threshold"])).all()
     assert "user.name" in rows.columns and "access_device.browser" in rows.columns
     listing = ModelRegistry("duo").production_models()
     for user, group in rows.groupby("user.name"):
@@ -112,7 +115,7 @@ def test_train_then_infer(
             expected = f"{name}:{version[name]}"
         assert set(group["model_version"]) == {expected}, user
     assert rows["event_time"].str.endswith("Z").all()
-    assert res["stored"] == res["anomalies"] == int((rows["mean_abs_z"] > 2.0).sum())
+    assert res["stored"] == res["anomalies"] == int(rows["anomaly"].sum())
 
 
 @pytest.mark.integration
