@@ -121,6 +121,8 @@ def report(all_tables: list[dict[str, pd.DataFrame]], seeds: Sequence[int]) -> t
         m = models[models["source"] == source]
         own = m.groupby(["users", "detector"])[["recall", "fpr"]].mean().reset_index()
         parts += [f"\n## {source}: own-model vs generic-model users\n", _md(own)]
+        per_seed = grp[["seed", "detector", "precision", "recall", "f1", "fpr"]]
+        parts += [f"\n## {source}: each seed\n", _md(per_seed.reset_index(drop=True))]
     return "\n".join(parts), metrics
 
 
