@@ -21,7 +21,7 @@ import sys
 import sysconfig
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -646,19 +646,24 @@ class Stack:
         return stopped
 
 
-def group_rss_mb(pgid: int | None) -> float:
-    """Resident memory (MiB) of every process in the process group ``pgid``."""
-    if pgid is None:
-        return 0.0
-    total = 0
+def group_stats(pgid: int) -> Iterator[list[str]]:
+    """``/proc/<pid>/stat`` of every live process in process group ``pgid``, split after the
+    command name (so index 0 is the state, 2 the group, 11/12 user/system ticks, 21 the RSS)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[2]) == pgid:
-            total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    return total / 2**20
+            yield fields
+
+
+def group_rss_mb(pgid: int | None) -> float:
+    """Resident memory (MiB) of every process in the process group ``pgid``."""
+    if pgid is None:
+        return 0.0
+    page = os.sysconf("SC_PAGE_SIZE")
+    return sum(int(f[21]) * page for f in group_stats(pgid)) / 2**20
 
 
 def service_states(settings: Settings | None = None) -> list[ServiceState]:

@@ -494,6 +494,7 @@ class ControlConsumer:
         max_batch: int = 100,
         concurrency: int = 2,
         poll_timeout_ms: int = 500,
+        idle_wait_s: float = 0.25,
         client_id: str = "secml-control-consumer",
     ) -> None:
         from kafka import KafkaConsumer
@@ -521,6 +522,8 @@ class ControlConsumer:
         self.metrics = metrics or ConsumerMetrics()
         self.max_batch = max_batch
         self.poll_timeout_ms = poll_timeout_ms
+        self.idle_wait_s = idle_wait_s
+        self._idle_wait = 0.0  # the wait after the next empty poll; 0 while records flow
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dispatch")
         self._pending_commit: dict[Any, int] = {}
         self._stop = threading.Event()
@@ -563,24 +566,39 @@ class ControlConsumer:
             self.close()
 
     def poll_once(self) -> BatchResult:
-        """Poll one batch, process it and commit what is safe to commit."""
+        """Poll one batch, process it and commit what is safe to commit.
+
+        While records flow, the poll blocks up to ``poll_timeout_ms`` for the next ones. Once a
+        poll comes back empty, the consumer is idle: it polls without blocking and waits between
+        polls, 10 ms doubling to ``idle_wait_s``, on the stop event (so ``stop()`` still ends it
+        at once). A blocking poll is no idle state with a broker that answers an empty fetch at
+        once instead of holding it for ``fetch.max.wait.ms`` (noida-db does): kafka-python then
+        sends fetch after fetch for the whole timeout, a busy loop (~80-95% of a core measured).
+        """
         from kafka.errors import KafkaError
 
         self._retry_commit()
+        timeout_ms = 0 if self._idle_wait else self.poll_timeout_ms
         try:
-            polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
+            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_batch)
         except KafkaError as exc:
             log.warning("poll failed (%s); retrying", exc)
-            time.sleep(1.0)
+            self._stop.wait(1.0)
             return BatchResult()
         records = [r for part in polled.values() for r in part]
+        if not records:
+            self._idle_wait = min(max(self._idle_wait * 2, 0.01), self.idle_wait_s)
+            self._stop.wait(self._idle_wait)
+            self._update_lag()
+            return BatchResult()
+        self._idle_wait = 0.0
         try:
-            result = self.process(records) if records else BatchResult()
+            result = self.process(records)
         except Exception:
             # Unexpected failure (ledger database, bug): rewind so nothing is skipped.
             log.exception("processing %d records failed; rewinding to retry", len(records))
             self._rewind(records)
-            time.sleep(2.0)
+            self._stop.wait(2.0)
             return BatchResult(consumed=len(records), failed=len(records))
         if result.commit:
             self._pending_commit.update(result.commit)
@@ -627,7 +645,7 @@ class ControlConsumer:
         if failed_at:  # back off before the retry: 1 s, doubling to 30 s while nothing works
             progress = res.dispatched or res.dead_lettered
             self._backoff_s = 1.0 if progress else min(self._backoff_s * 2, 30.0)
-            time.sleep(self._backoff_s)
+            self._stop.wait(self._backoff_s)  # stop() ends the wait: SIGTERM is not delayed
         else:
             self._backoff_s = 1.0
         self.metrics.dispatch_seconds.observe(time.perf_counter() - started)

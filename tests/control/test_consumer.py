@@ -13,6 +13,7 @@ import base64
 import copy
 import json
 import socket
+import threading
 import time
 import uuid
 from collections import Counter
@@ -189,6 +190,7 @@ def _offline_consumer(tmp_path: Path, dispatcher: Any) -> ControlConsumer:
     c.metrics = ConsumerMetrics()
     c._pool = ThreadPoolExecutor(2)
     c._pending_commit, c._backoff_s, c._last_lag = {}, 1.0, 0.0
+    c._stop = threading.Event()
     return c
 
 
@@ -200,7 +202,7 @@ def test_process_commits_up_to_the_first_failure_and_rewinds(
 
     import training.consumer as consumer_mod
 
-    monkeypatch.setattr(consumer_mod.time, "sleep", lambda _s: None)
+    waits: list[float] = []
     good = [json.dumps(_valid(f"u-{i}", 0)).encode() for i in range(4)]
     recs = [_Rec(0, good[0]), _Rec(1, b"{bad"), _Rec(2, good[2]), _Rec(3, good[3]), _Rec(4, b"")]
     calls: list[str] = []
@@ -213,7 +215,9 @@ def test_process_commits_up_to_the_first_failure_and_rewinds(
         return f"run-{d.message_id}"
 
     c = _offline_consumer(tmp_path, dispatcher)
+    monkeypatch.setattr(c._stop, "wait", lambda s: waits.append(s) or False)
     res = c.process(recs)
+    assert waits == [1.0]  # backs off before the retry, on the stop event
     tp = TopicPartition("t", 0)
     assert res.commit == {tp: 2}  # 0 and 1 are done; 2 failed, so nothing from 2 on
     assert c.consumer.seeks == [(tp, 2)]
@@ -600,6 +604,34 @@ def test_broker_restart_mid_stream(
         assert _committed(s) == 120
     finally:
         stack.down(["kafka"], timeout_s=15)
+
+
+@pytest.mark.integration
+def test_idle_consumer_does_not_spin_and_still_wakes(
+    kafka_broker: Settings, tmp_path: Path
+) -> None:
+    """Idle, the consumer uses little CPU time (it busy-polled the broker: ~90% of a core);
+    a message sent while it is idle is still consumed. CPU time, not wall time, is asserted,
+    and loosely (under 20% of the window); ``bench/bench_idle.py`` prints the real figure."""
+    s = _settings(kafka_broker, tmp_path, uuid.uuid4().hex[:8])
+    dispatched: list[str] = []
+    consumer = ControlConsumer(s, dispatcher=lambda d: dispatched.append(d.message_id) or "run")
+    try:
+        for _ in range(20):  # join the group and reach the idle state
+            consumer.poll_once()
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        while time.monotonic() - wall0 < 3.0:
+            consumer.poll_once()
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        assert cpu < 0.2 * wall, f"idle consumer used {cpu:.2f} s of CPU in {wall:.2f} s"
+
+        publish(_valid("idle-wake", 0), s, assign_id=False)
+        deadline = time.monotonic() + 60
+        while not dispatched and time.monotonic() < deadline:
+            consumer.poll_once()
+        assert dispatched == ["idle-wake"]
+    finally:
+        consumer.close()
 
 
 class _DiesBeforeCommit(ControlConsumer):
