@@ -4,7 +4,8 @@ A control message is JSON of the form::
 
     {"id": "optional-unique-id",
      "inputs": [{"tasks": [{"type": "load",
-                            "properties": {"loader_id": "fsspec", "files": ["data/duo/*.json"]}},
+                            "properties": {"loader_id": "fsspec",
+                                           "files": ["{data_dir}/dfp/duo-training-data/*.json"]}},
                            {"type": "training", "properties": {}}],
                  "metadata": {"data_type": "payload" | "streaming",
                               "source": "duo" | "azure" | "nvsmi",
@@ -14,9 +15,11 @@ A control message is JSON of the form::
 
 Task types are ``load``, ``training`` and ``inference``; a ``training`` or ``inference`` task needs
 a ``load`` task before it in the same input. ``payload`` data skips the rolling window,
-``streaming`` data goes through it. :func:`parse_control_message` is the one entry point: it
-accepts bytes, text, a dict or a file path and raises :class:`ControlMessageError` whose message
-names the field path that is wrong (``inputs[0].tasks[1].type: unknown task type 'trian'; ...``).
+``streaming`` data goes through it. A file may start with ``{data_dir}/``, the ``data_dir``
+setting, resolved by the process that reads the files (:func:`resolve_file`).
+:func:`parse_control_message` is the one entry point: it accepts bytes, text, a dict or a file
+path and raises :class:`ControlMessageError` whose message names the field path that is wrong
+(``inputs[0].tasks[1].type: unknown task type 'trian'; ...``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ DATA_TYPES: tuple[str, ...] = ("payload", "streaming")
 SOURCES: tuple[str, ...] = ("duo", "azure", "nvsmi")
 LOADER_IDS: tuple[str, ...] = ("fsspec",)
 MAX_ID_LENGTH = 200
+DATA_DIR = "{data_dir}"  # placeholder a load task's file may start with (see resolve_file)
 SAMPLING_HINT = "expected a fraction in (0, 1], a row count >= 1 or an offset alias like '1h'"
 
 DataType = Literal["payload", "streaming"]
@@ -63,10 +67,22 @@ class _Strict(BaseModel):
 
 
 class LoadProperties(_Strict):
-    """Where a ``load`` task reads from: fsspec URLs or globs."""
+    """Where a ``load`` task reads from: fsspec URLs or globs; ``{data_dir}/`` may start one."""
 
     loader_id: Literal["fsspec"] = "fsspec"
     files: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+
+    @field_validator("files")
+    @classmethod
+    def _placeholder(cls, v: list[str]) -> list[str]:
+        """``{data_dir}`` is the one placeholder, and only as the first path component."""
+        for f in v:
+            if (f.startswith("{") or DATA_DIR in f) and not f.startswith(DATA_DIR + "/"):
+                raise ValueError(
+                    f"{f!r}: the only placeholder is {DATA_DIR}, at the start "
+                    f"(e.g. '{DATA_DIR}/dfp/duo-training-data/DUO_*.json')"
+                )
+        return v
 
 
 class LoadTask(_Strict):
@@ -164,7 +180,13 @@ class ControlInput(_Strict):
 
     @property
     def files(self) -> list[str]:
-        """Every file or glob named by the load tasks of this input."""
+        """Every file or glob named by the load tasks of this input, ``{data_dir}`` resolved
+        (:func:`resolve_file`) by the process that reads them."""
+        return [resolve_file(f) for f in self.raw_files]
+
+    @property
+    def raw_files(self) -> list[str]:
+        """The load tasks' files as written in the message (``{data_dir}`` not resolved)."""
         return [f for t in self.tasks if isinstance(t, LoadTask) for f in t.properties.files]
 
 
@@ -177,6 +199,23 @@ class ControlMessage(_Strict):
     def to_dict(self) -> dict[str, Any]:
         """The message as plain JSON-able data (times as ISO 8601 strings, unset fields dropped)."""
         return self.model_dump(mode="json", exclude_none=True)
+
+
+def resolve_file(pattern: str, data_dir: str | Path | None = None) -> str:
+    """``pattern`` with a leading ``{data_dir}`` replaced by ``data_dir`` (default: the
+    ``data_dir`` setting, ``SECML_DATA_DIR``, else ``<run_dir>/data``); others unchanged.
+
+    The shipped examples read what the generators write there by default
+    (``python -m secml.dfp.generator`` → ``{data_dir}/dfp``, the ABP demo → ``{data_dir}/abp``),
+    so they work whatever the working directory of the process that loads them.
+    """
+    if not pattern.startswith(DATA_DIR + "/"):
+        return pattern
+    if data_dir is None:
+        from secml.settings import get_settings
+
+        data_dir = get_settings().data_dir
+    return str(data_dir).rstrip("/") + pattern[len(DATA_DIR) :]
 
 
 def control_message_schema() -> dict[str, Any]:
