@@ -52,6 +52,7 @@ class Service:
     prepare: Callable[[Settings], None] | None = None
     after: tuple[str, ...] = ()  # services that must be ready before this one starts
     startup_timeout_s: float = 120.0
+    stop_signal: int = signal.SIGTERM  # what asks it to stop (SIGKILL follows after a grace)
 
 
 # ---------------------------------------------------------------- health checks
@@ -407,6 +408,7 @@ SERVICES: tuple[Service, ...] = (
         env=_prefect_env,
         prepare=_prepare_worker,
         after=("prefect",),
+        stop_signal=signal.SIGINT,  # the worker stops promptly on SIGINT
     ),
     Service(
         "consumer",
@@ -557,12 +559,16 @@ class Stack:
             start_new_session=True,
         )
         logf.close()
-        start = _start_time(proc.pid)
-        (self.pid_dir / f"{svc.name}.json").write_text(
-            json.dumps({"pid": proc.pid, "start_time": start, "cmd": cmd})
-        )
+        self.record(svc.name, proc.pid, cmd)
         log.info("started %s (pid %d)", svc.name, proc.pid)
         return proc.pid
+
+    def record(self, name: str, pid: int, cmd: list[str]) -> None:
+        """Remember ``pid`` (with its start time) as our ``name`` process: ``down`` stops it."""
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        (self.pid_dir / f"{name}.json").write_text(
+            json.dumps({"pid": pid, "start_time": _start_time(pid), "cmd": cmd})
+        )
 
     def _wait_ready(self, svc: Service) -> None:
         deadline = time.monotonic() + svc.startup_timeout_s
@@ -631,19 +637,32 @@ class Stack:
             )
         return rows
 
-    def down(self, names: Iterable[str] | None = None, timeout_s: float = 15.0) -> list[str]:
-        """Stop our processes (reverse start order), by process group; return the names stopped."""
+    def down(self, names: Iterable[str] | None = None, timeout_s: float = 3.0) -> list[str]:
+        """Stop our processes (their process groups) at once; return the names stopped.
+
+        Every service is asked to stop (``stop_signal``) in parallel, except that one another
+        service starts ``after`` is asked once those are gone (the consumer before the broker,
+        the worker before Prefect), or at ``timeout_s / 2`` at the latest. A group still alive
+        ``timeout_s`` after the start is killed (SIGKILL). Only groups led by the PIDs under
+        ``pids/`` (with their recorded start time) are touched.
+        """
         wanted = [BY_NAME[n] for n in names] if names else list(SERVICES)
-        stopped = []
-        for svc in reversed(wanted):
-            pid = self.pid(svc.name)
-            if pid is None:
-                continue
-            _terminate_group(pid, timeout_s)
-            (self.pid_dir / f"{svc.name}.json").unlink(missing_ok=True)
-            stopped.append(svc.name)
-            log.info("stopped %s (pid %d)", svc.name, pid)
-        return stopped
+        ours = {svc.name: (svc, pid) for svc in wanted if (pid := self.pid(svc.name)) is not None}
+        gone = {name: threading.Event() for name in ours}
+        start = time.monotonic()
+
+        def stop(name: str) -> None:
+            svc, pid = ours[name]
+            for dependent in (n for n, (d, _) in ours.items() if name in d.after):
+                gone[dependent].wait(max(0.0, start + timeout_s / 2 - time.monotonic()))
+            _terminate_group(pid, start + timeout_s - time.monotonic(), svc.stop_signal)
+            (self.pid_dir / f"{name}.json").unlink(missing_ok=True)
+            log.info("stopped %s (pid %d)", name, pid)
+            gone[name].set()
+
+        with ThreadPoolExecutor(max_workers=len(ours) or 1) as pool:
+            list(pool.map(stop, ours))
+        return [svc.name for svc in reversed(wanted) if svc.name in ours]
 
 
 def group_stats(pgid: int) -> Iterator[list[str]]:
@@ -671,24 +690,28 @@ def service_states(settings: Settings | None = None) -> list[ServiceState]:
     return Stack(settings).status()
 
 
-def _terminate_group(pid: int, timeout_s: float) -> None:
-    """SIGTERM the process group led by ``pid``; SIGKILL it after ``timeout_s``."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies awaiting their parent do not)."""
+    if _start_time(pgid) is not None:  # the leader runs: no need to scan /proc
+        return True
+    return any(fields[0] != "Z" for fields in group_stats(pgid))
+
+
+def _terminate_group(pid: int, grace_s: float, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to the process group led by ``pid``; SIGKILL it after ``grace_s``."""
+    for s, wait_s in ((sig, grace_s), (signal.SIGKILL, 2.0)):
         try:
-            os.killpg(pid, 0)
+            os.killpg(pid, s)
         except ProcessLookupError:
-            return
-        _reap(pid)
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
+            break
+        deadline = time.monotonic() + wait_s
+        while True:
+            _reap(pid)
+            if not group_alive(pid):
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
     _reap(pid)
 
 

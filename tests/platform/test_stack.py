@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -74,3 +76,62 @@ def test_second_up_leaves_running_alone_and_down_stops_only_ours(
         stack.down()
         bystander.kill()
         bystander.wait()
+
+
+# A process that ignores SIGTERM and starts a child in its group that ignores it too.
+_STUBBORN = (
+    "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "c = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)']); "
+    "print('ready', c.pid, flush=True); time.sleep(600)"
+)
+_POLITE = "import time; print('ready', flush=True); time.sleep(600)"
+
+
+def _group_leader(code: str) -> tuple[subprocess.Popen, list[int]]:
+    """A Python process leading its own process group (as ``_spawn`` starts services), and
+    the PIDs it prints after ``ready``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert proc.stdout is not None
+    ready, *pids = proc.stdout.readline().split()
+    assert ready == b"ready"
+    return proc, [int(p) for p in pids]
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter of ``pid`` (``Z``: a zombie awaiting its parent), None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def test_down_stops_groups_in_parallel_and_kills_what_ignores_sigterm(tmp_path: Path) -> None:
+    """down() stops every recorded group, SIGKILLs one that ignores SIGTERM after the grace,
+    removes the PID files, and leaves alone a process it did not start."""
+    from secml.stack import group_alive
+
+    stack = Stack(Settings(run_dir=tmp_path))
+    stubborn, (stubborn_child,) = _group_leader(_STUBBORN)
+    polite, _ = _group_leader(_POLITE)
+    worker, _ = _group_leader(_POLITE)  # stands in for a service started `after` another
+    bystander, _ = _group_leader(_POLITE)
+    try:
+        stack.record("kafka", stubborn.pid, ["stubborn"])
+        stack.record("prefect", polite.pid, ["polite"])
+        stack.record("consumer", worker.pid, ["worker"])
+        assert stack.down(timeout_s=1.0) == ["consumer", "kafka", "prefect"]
+        for proc in (stubborn, polite, worker):  # down() reaped them (they are our children)
+            assert proc.wait(timeout=10) is not None
+            assert not group_alive(proc.pid), "the whole group must be gone"
+        assert _state(stubborn_child) in (None, "Z"), "its SIGTERM-proof child is killed too"
+        assert not list(stack.pid_dir.glob("*.json"))
+        assert bystander.poll() is None, "down must not touch processes it did not start"
+        assert stack.down() == []
+    finally:
+        for proc in (stubborn, polite, worker, bystander):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
