@@ -571,7 +571,7 @@ class ControlConsumer:
         While records flow, the poll blocks up to ``poll_timeout_ms`` for the next ones. Once a
         poll comes back empty, the consumer is idle: it polls without blocking and waits between
         polls, 10 ms doubling to ``idle_wait_s``, on the stop event (so ``stop()`` still ends it
-        at once). A blocking poll is no idle state with a broker that answers an empty fetch at
+        at once). Blocking polls would not idle with a broker that answers an empty fetch at
         once instead of holding it for ``fetch.max.wait.ms`` (noida-db does): kafka-python then
         sends fetch after fetch for the whole timeout, a busy loop (~80-95% of a core measured).
         """
