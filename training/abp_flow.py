@@ -135,6 +135,7 @@ def abp_train(
     model_name: str = MODEL_NAME,
     min_recall: float | None = None,
     target_fpr: float | None = None,
+    temporal: bool = False,
 ) -> dict[str, Any]:
     """Train the ABP mining detector, register it and run the promotion gate.
 
@@ -149,6 +150,7 @@ def abp_train(
         min_recall: gate's minimum recall at ``target_fpr``; default ``settings.abp_min_recall``.
         target_fpr: FPR the threshold is calibrated for on out-of-fold GPUs (and the gate's
             recall is read at); default ``settings.abp_target_fpr``.
+        temporal: add the per-GPU rolling-window features (``secml.abp.temporal``).
     """
     settings = get_settings()
     data = data or [str(Path(settings.data_dir) / "abp" / "*.jsonlines")]
@@ -159,7 +161,7 @@ def abp_train(
     analyst = analyst_labels(settings.store_url) if use_store_labels else []
     ds, counts = features(quote(records), quote(truth), quote(analyst))
     train, test = split(quote(ds), split_by, test_fraction, seed)
-    params = m.TrainParams(n_estimators, max_depth, learning_rate, seed=seed)
+    params = m.TrainParams(n_estimators, max_depth, learning_rate, seed=seed, temporal=temporal)
     fpr = settings.abp_target_fpr if target_fpr is None else target_fpr
     booster, calib = fit(quote(train), quote(test), params, fpr)
     metrics = evaluate(quote(booster), quote(test), fpr)

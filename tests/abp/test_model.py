@@ -239,7 +239,7 @@ def test_booster_round_trip_keeps_scores_and_feature_list(fleet) -> None:
 
 def test_default_booster_sees_raw_plus_derived_and_says_so(fleet) -> None:
     b = fleet.booster
-    assert m.TrainParams().derived is True and m.TrainParams().temporal is True
+    assert m.TrainParams().derived is True and m.TrainParams().temporal is False
     assert json.loads(b.attr("features")) == list(MODEL_FEATURES)
     assert b.num_features() == len(MODEL_FEATURES) == len(m.booster_features(b))
     X = fleet.ds.X[:300]

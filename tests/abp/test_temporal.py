@@ -101,7 +101,9 @@ def test_calibrated_threshold_meets_the_target_fpr() -> None:
 
 def test_temporal_booster_stores_its_features_threshold_and_scores_through_state(fleet) -> None:
     train = fleet.ds.subset(fleet.train_idx)
-    booster, info = m.fit_calibrated(train, m.TrainParams(n_estimators=30, max_depth=4), 0.01)
+    booster, info = m.fit_calibrated(
+        train, m.TrainParams(n_estimators=30, max_depth=4, temporal=True), 0.01
+    )
     assert list(m.booster_features(booster)[-len(TEMPORAL) :]) == list(TEMPORAL)
     assert m.booster_temporal(booster) == 20 and info["val_fpr"] <= 0.01
     assert m.booster_threshold(booster) == pytest.approx(info["threshold"])
@@ -147,7 +149,7 @@ def test_batch_pipeline_scores_a_temporal_booster_with_per_gpu_history(fleet, tm
     from training import abp_pipeline as pipe
 
     train = fleet.ds.subset(fleet.train_idx)
-    booster = m.train(train, m.TrainParams(n_estimators=20, max_depth=4))
+    booster = m.train(train, m.TrainParams(n_estimators=20, max_depth=4, temporal=True))
     path = tmp_path / "temporal.ubj"
     booster.save_model(str(path))
     out = tmp_path / "scored.jsonlines"
