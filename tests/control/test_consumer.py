@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from secml.control import ControlMessageError, parse_control_message
+from secml.control import ControlMessageError, parse_control_message, resolve_file
 from secml.settings import ROOT, Settings
 from training.consumer import (
     DEPLOYMENTS,
@@ -434,8 +434,8 @@ def _assert_exactly_once(stream: Stream, names: dict[str, str]) -> None:
         assert dep_names[r.deployment_id] == _expected_deployment(msg, names)
         sent = msg["inputs"][0]
         files = sent["tasks"][0]["properties"]["files"]
-        if sent["metadata"]["source"] == "nvsmi":
-            assert r.parameters == {"data": files}
+        if sent["metadata"]["source"] == "nvsmi":  # {data_dir} resolved by the consumer
+            assert r.parameters == {"data": [resolve_file(f) for f in files]}
         else:
             got = r.parameters["message"]
             assert got["id"] == msg["id"]
