@@ -34,7 +34,12 @@ def demo(
     from training.abp_flow import abp_train
 
     result = abp_train(
-        data=[str(out / DATA_FILE)], seed=seed, model_name=model_name, min_f1=settings.abp_min_f1
+        data=[str(out / DATA_FILE)],
+        seed=seed,
+        model_name=model_name,
+        min_f1=settings.abp_min_f1,
+        min_recall=settings.abp_min_recall,
+        target_fpr=settings.abp_target_fpr,
     )
     gate = result["gate"]
     log.info(

@@ -138,7 +138,9 @@ def test_demo_generates_trains_and_promotes(mlflow_server, prefect_server, tmp_p
     from secml.abp.demo import demo
 
     # The wiring is under test here (quality is tested above): a small fleet, a low gate.
-    settings = mlflow_server.model_copy(update={"data_dir": tmp_path, "abp_min_f1": 0.5})
+    settings = mlflow_server.model_copy(
+        update={"data_dir": tmp_path, "abp_min_f1": 0.5, "abp_min_recall": 0.0}
+    )
     name = f"abp-nvsmi-xgb-demo-{uuid.uuid4().hex[:6]}"
     res = demo(settings, gpus=12, hours=1.5, seed=1, model_name=name)
     assert (tmp_path / "abp" / "nvsmi.jsonlines").exists()
