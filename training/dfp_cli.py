@@ -38,7 +38,7 @@ from secml.dfp.split import TRAIN_USERS, split_users
 from secml.dfp.writer import write_detections
 from secml.settings import Settings, get_settings
 from secml.stack import mlflow_ready
-from secml.store import DetectionStore
+from secml.store import get_store
 
 log = logging.getLogger("dfp_cli")
 
@@ -243,7 +243,7 @@ def _infer(
 def _load_states(raw: pd.DataFrame, job: Job, settings: Settings) -> dict[str, UserState]:
     """The stored history states of the batch's users (inference continues from them)."""
     users = {record_user(r, job.source) for r in raw["_raw"]}
-    return load_states(DetectionStore(settings.store_url or ""), job.source, users)
+    return load_states(get_store(), job.source, users)
 
 
 def _save_states(states: dict[str, UserState], job: Job, settings: Settings) -> None:
@@ -251,7 +251,7 @@ def _save_states(states: dict[str, UserState], job: Job, settings: Settings) -> 
     if not states and "inference" in job.tasks:
         return
     only_new = "inference" not in job.tasks
-    store = DetectionStore(settings.store_url or "")
+    store = get_store()
     n = save_states(store, job.source, states, only_new=only_new)
     log.info("%d %s user states %s in the store", n, job.source, "seeded" if only_new else "saved")
 

@@ -40,6 +40,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from secml.dfp.geo import haversine_km
 from secml.dfp.schema import _event_id as event_id
 
 log = logging.getLogger(__name__)
@@ -730,10 +731,7 @@ def _after(when: datetime, window: datetime) -> datetime:
 
 def _km(a: Place, b: Place) -> float:
     """Great-circle distance in km."""
-    p1, p2 = math.radians(a.lat), math.radians(b.lat)
-    dl = math.radians(b.lon - a.lon)
-    c = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(dl)
-    return 6371.0 * math.acos(max(-1.0, min(1.0, c)))
+    return haversine_km((a.lat, a.lon), (b.lat, b.lon))
 
 
 def _record_time(source: str, rec: dict[str, Any]) -> datetime:

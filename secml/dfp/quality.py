@@ -5,10 +5,11 @@
 kind of hard negatives) and featurizes it with one per-user state carried from the history
 days into the scored days, as production does. ``fit_detector`` trains the autoencoders
 (generic + per-user) on the history days but the last ``holdout_days``; those held-out days
-calibrate each model's score scale and the risk threshold. ``fit_risk`` trains the risk
-combiner on a *different* labelled data set (the training generator's). ``evaluate`` scores the
-scored days and ``report`` measures, beside the one-line novelty rule ("country or OS/browser
-never seen for this user") and the autoencoder alone at the same alert rate:
+calibrate each model's score scale and the risk threshold. ``train_reference_risk`` trains the
+risk model on a *different* labelled data set (the training generator's). ``evaluate`` scores
+the scored days and ``summary``, ``by_kind`` and ``by_model`` measure, beside the one-line
+novelty rule ("country or OS/browser never seen for this user") and the autoencoder alone at
+the same alert rate:
 
 - per attack type: event recall and incident recall (an incident is caught when any of its
   events alerts);
@@ -24,7 +25,7 @@ import functools
 import logging
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,6 @@ class Dataset:
     source: str
     history: pd.DataFrame
     scored: pd.DataFrame
-    states: dict[str, UserState] = field(default_factory=dict)
 
 
 def prepare(data: str | Path, source: str) -> Dataset:
@@ -105,7 +105,22 @@ def prepare(data: str | Path, source: str) -> Dataset:
     missing = set(labels["event_id"]) - set(scored["event_id"])
     if missing:
         log.warning("%d labelled events are not in the scored days", len(missing))
-    return Dataset(source, hist, scored, states)
+    return Dataset(source, hist, scored)
+
+
+def warm(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows past their user's warm-up (``WARMUP_EVENTS`` earlier logins)."""
+    return rows[rows["history_depth"] >= np.log10(1 + WARMUP_EVENTS)]
+
+
+def calibrate(detector: Detector, held: pd.DataFrame, alert_rate: float) -> None:
+    """Set ``detector``'s alert rate and its risk threshold on the held-out days' warm rows."""
+    if detector.risk is None:
+        raise ValueError("the detector has no risk model")
+    detector.alert_rate = alert_rate
+    cal = detector.score(held)
+    warm_cal = warm(cal)
+    detector.risk.calibrate(cal if warm_cal.empty else warm_cal, alert_rate)
 
 
 def split_holdout(history: pd.DataFrame, holdout_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -207,20 +222,14 @@ def risk_training_rows(ds: Dataset, detector: Detector, held: pd.DataFrame) -> p
     )
     n = len(held)
     rows.loc[n:, "y"] = ds.scored["attack_type"].notna().astype(int).to_numpy()
-    warm = rows["history_depth"] >= np.log10(1 + WARMUP_EVENTS)
-    return rows[warm | (rows["y"] == 1)]
+    return rows[rows.index.isin(warm(rows).index) | (rows["y"] == 1)]
 
 
 def evaluate(
     ds: Dataset, detector: Detector, held: pd.DataFrame, alert_rate: float
 ) -> pd.DataFrame:
     """Score ``ds``'s scored days; add each detector's decision (``alert_<detector>``)."""
-    if detector.risk is None:
-        raise ValueError("the detector has no risk model")
-    detector.alert_rate = alert_rate
-    cal = detector.score(held)
-    cal = cal[cal["history_depth"] >= np.log10(1 + WARMUP_EVENTS)]
-    detector.risk.calibrate(cal, alert_rate)
+    calibrate(detector, held, alert_rate)
     out = detector.score(ds.scored)
     out["alert_secml"] = out["risk"] > detector.risk.threshold
     out["score_secml"] = out["risk"]
@@ -404,8 +413,6 @@ def fit_generic(
         risk = train_risk(cached_reference_rows(source), labelled)
     else:
         risk = copy.deepcopy(risk)
-    cal = Detector(source, model, {}).score(held)
-    warm = cal[cal["history_depth"] >= np.log10(1 + WARMUP_EVENTS)]
-    risk.calibrate(warm if not warm.empty else cal, alert_rate)
+    calibrate(Detector(source, model, {}, risk), held, alert_rate)
     model.risk = risk
     return model

@@ -48,6 +48,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from secml.dfp.geo import haversine_km
 from secml.dfp.schema import _event_id
 
 log = logging.getLogger(__name__)
@@ -171,10 +172,7 @@ ATTACKER_CITIES: tuple[City, ...] = (
 
 def km(a: City, b: City) -> float:
     """Great-circle distance in km."""
-    p1, p2 = math.radians(a.lat), math.radians(b.lat)
-    dp, dl = p2 - p1, math.radians(b.lon - a.lon)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 12742.0 * math.asin(min(1.0, math.sqrt(h)))
+    return haversine_km((a.lat, a.lon), (b.lat, b.lon))
 
 
 # --------------------------------------------------------------------------------------------
