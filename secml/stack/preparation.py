@@ -1,0 +1,158 @@
+"""What the local servers need before they start: files on disk, environments, command lines.
+
+Triton's python backend copied out of the ``nvidia-pytriton`` wheel, MLflow's directories,
+Prefect's environment and deployments, Prometheus's config and file-SD targets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
+from secml.settings import ROOT, Settings
+from secml.stack.processes import VENV_BIN, child_env
+
+log = logging.getLogger(__name__)
+
+
+class StackError(RuntimeError):
+    """A service could not be started; the message says which and what to do."""
+
+
+def triton_paths(s: Settings) -> tuple[Path, Path]:
+    """(tritonserver binary, backend directory prepared under run_dir)."""
+    site = Path(
+        sysconfig.get_path(
+            "purelib", vars={"base": str(s.triton_venv), "platbase": str(s.triton_venv)}
+        )
+    )
+    return (
+        site / "pytriton" / "tritonserver" / "bin" / "tritonserver",
+        s.run_dir / "triton" / "backends",
+    )
+
+
+def prepare_triton(s: Settings) -> None:
+    """Copy the python backend and the 3.11 stub out of the nvidia-pytriton wheel."""
+    binary, backends = triton_paths(s)
+    if not binary.exists():
+        raise StackError(
+            f"tritonserver not found at {binary}: run `make install` "
+            f"(creates {s.triton_venv} with nvidia-pytriton)"
+        )
+    wheel = binary.parent.parent
+    dest = backends / "python"
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        shutil.copy2(wheel / "backends" / "python" / f, dest / f)
+    stub = dest / "python_backend_stubs" / "3.11"
+    stub.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(wheel / "python_backend_stubs" / "3.11" / "triton_python_backend_stub", stub)
+    # the python backend looks for the stub next to libtriton_python.so
+    shutil.copy2(stub / "triton_python_backend_stub", dest / "triton_python_backend_stub")
+    s.triton_model_repository.mkdir(parents=True, exist_ok=True)
+
+
+def triton_command(s: Settings) -> list[str]:
+    binary, backends = triton_paths(s)
+    return [
+        str(binary),
+        "--model-repository",
+        str(s.triton_model_repository),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "*",
+        "--backend-directory",
+        str(backends),
+        "--http-address",
+        s.host,
+        "--http-port",
+        str(s.triton_http_port),
+        "--grpc-address",
+        s.host,
+        "--grpc-port",
+        str(s.triton_grpc_port),
+        "--metrics-address",
+        s.host,
+        "--metrics-port",
+        str(s.triton_metrics_port),
+        "--exit-on-error",
+        "false",
+        "--allow-metrics",
+        "true",
+        "--log-verbose",
+        "0",
+    ]
+
+
+def triton_env(s: Settings) -> dict[str, str]:
+    libdir = sysconfig.get_config_var("LIBDIR")
+    binary, _ = triton_paths(s)
+    libs = binary.parent.parent.parent.parent / "nvidia_pytriton.libs"
+    return {
+        "LD_LIBRARY_PATH": f"{libdir}:{libs}",
+        "PATH": f"{s.triton_venv / 'bin'}:{os.environ.get('PATH', '')}",
+    }
+
+
+def prepare_mlflow(s: Settings) -> None:
+    (s.run_dir / "mlflow" / "metrics").mkdir(parents=True, exist_ok=True)
+    Path(s.mlflow_artifacts_destination or "").mkdir(parents=True, exist_ok=True)
+
+
+def prefect_env(s: Settings) -> dict[str, str]:
+    return {
+        "PREFECT_HOME": str(s.run_dir / "prefect"),
+        "PREFECT_API_URL": s.prefect_api_url or "",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+
+
+def prepare_worker(s: Settings) -> None:
+    """Register the work pool and every deployment before the worker polls."""
+    env = child_env(s) | prefect_env(s)
+    out = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "training.deploy"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    logfile = s.run_dir / "logs" / "deploy.log"
+    logfile.write_text(out.stdout + out.stderr)
+    if out.returncode != 0:
+        raise StackError(f"deploying the Prefect flows failed; see {logfile}")
+
+
+def prepare_prometheus(s: Settings) -> None:
+    """Copy the config and rules under run_dir and write file-SD targets from settings."""
+    if shutil.which("prometheus") is None:
+        if os.geteuid() == 0 and shutil.which("apt-get"):
+            log.info("prometheus missing: installing it from Debian's packages")
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"],
+                check=False,
+                capture_output=True,
+                timeout=600,
+                env=os.environ | {"DEBIAN_FRONTEND": "noninteractive"},
+            )
+        if shutil.which("prometheus") is None:
+            raise StackError(
+                "prometheus is not installed: run `sudo apt-get install -y "
+                "--no-install-recommends prometheus` (Debian/Ubuntu) and `make up` again"
+            )
+    dest = s.run_dir / "prometheus"
+    (dest / "data").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "monitoring" / "prometheus.yml", dest / "prometheus.yml")
+    if (ROOT / "monitoring" / "rules").is_dir():
+        shutil.copytree(ROOT / "monitoring" / "rules", dest / "rules", dirs_exist_ok=True)
+    from secml import monitoring
+
+    monitoring.write_local_targets(s, dest / "targets")

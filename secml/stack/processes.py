@@ -1,0 +1,110 @@
+"""Process control: spawn bookkeeping helpers, process groups, memory, and stopping them.
+
+Every service runs as the leader of its own process group (``start_new_session``); these
+helpers look at and signal exactly those groups, by PID and recorded start time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from secml.settings import Settings
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def child_env(s: Settings) -> dict[str, str]:
+    """The environment every child gets: this process's, plus every setting as ``SECML_*``."""
+    env = dict(os.environ)
+    for name, value in s.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"SECML_{name.upper()}"] = str(value)
+    env["MLFLOW_TRACKING_URI"] = s.mlflow_tracking_uri or ""
+    env["PREFECT_API_URL"] = s.prefect_api_url or ""
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (guards against PID reuse), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        return None
+    return fields[19]
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when nothing listens on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def group_stats(pgid: int) -> Iterator[list[str]]:
+    """``/proc/<pid>/stat`` of every live process in process group ``pgid``, split after the
+    command name (so index 0 is the state, 2 the group, 11/12 user/system ticks, 21 the RSS)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            yield fields
+
+
+def group_rss_mb(pgid: int | None) -> float:
+    """Resident memory (MiB) of every process in the process group ``pgid``."""
+    if pgid is None:
+        return 0.0
+    page = os.sysconf("SC_PAGE_SIZE")
+    return sum(int(f[21]) * page for f in group_stats(pgid)) / 2**20
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies awaiting their parent do not)."""
+    if start_time(pgid) is not None:  # the leader runs: no need to scan /proc
+        return True
+    return any(fields[0] != "Z" for fields in group_stats(pgid))
+
+
+def terminate_group(pid: int, grace_s: float, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to the process group led by ``pid``; SIGKILL it after ``grace_s``."""
+    for s, wait_s in ((sig, grace_s), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(pid, s)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait_s
+        while True:
+            reap(pid)
+            if not group_alive(pid):
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+    reap(pid)
+
+
+def reap(pid: int) -> None:
+    """Collect ``pid`` if it is our own child, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
