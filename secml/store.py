@@ -16,6 +16,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -27,14 +28,18 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    and_,
+    case,
     create_engine,
     func,
     insert,
+    literal,
     select,
     text,
 )
@@ -61,6 +66,27 @@ DETECTION_COLUMNS = [
 ]
 LABELLED_COLUMNS = DETECTION_COLUMNS + ["label", "labelled_by", "labelled_at", "note"]
 _REQUIRED = ("detector", "source", "record", "score", "model_version")
+EVENT_COLUMNS = [
+    "detection_id",
+    "detector",
+    "source",
+    "event_id",
+    "user",
+    "event_time",
+    "score",
+    "n_detections",
+    "first_seen",
+    "last_seen",
+    "model_version",
+    "label",
+    "labelled_by",
+    "labelled_at",
+]
+# How ``events`` may sort: name -> column of the grouped query.
+EVENT_SORTS: tuple[str, ...] = ("last_seen", "score", "event_time", "n_detections", "user")
+# ``events(label=...)``: a label, or one of these.
+LABEL_FILTERS: tuple[str, ...] = ("unlabelled", "labelled", *LABELS)
+MAX_PAGE_SIZE = 500
 
 
 class StoreError(ValueError):
@@ -90,6 +116,21 @@ def _utc(value: Any, where: str) -> datetime | None:
     if pd.isna(ts):
         return None
     return ts.to_pydatetime()
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of events (duplicates of a record grouped), and how many match in all."""
+
+    rows: pd.DataFrame
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def pages(self) -> int:
+        """Number of pages for ``total`` events (at least 1)."""
+        return max(1, math.ceil(self.total / self.page_size))
 
 
 def _as_utc(value: Any) -> Any:
@@ -153,6 +194,12 @@ class DetectionStore:
             Column("state", JSON, nullable=False),
             Column("updated_at", DateTime(timezone=True), nullable=False),
         )
+        # grouping detections into events walks this index instead of sorting the table
+        self._indexes = [
+            Index(f"ix_{p}detections_event", self.t_det.c.detector, self.t_det.c.source,
+                  self.t_det.c.event_id),
+            Index(f"ix_{p}detections_created", self.t_det.c.created_at),
+        ]  # fmt: skip
         self._lock = threading.Lock()
         if create:
             self.create_tables()
@@ -167,8 +214,10 @@ class DetectionStore:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
 
     def create_tables(self) -> None:
-        """Create the tables if they do not exist (idempotent)."""
+        """Create the tables and indexes if they do not exist (idempotent, older files too)."""
         self.metadata.create_all(self.engine)
+        for index in self._indexes:  # tables made by an older version lack the new ones
+            index.create(self.engine, checkfirst=True)
 
     def drop_tables(self) -> None:
         """Drop this store's tables (tests)."""
@@ -394,6 +443,11 @@ class DetectionStore:
         q = select(lab).where(lab.c.detection_id == int(detection_id)).order_by(lab.c.id)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
+        return self._label_frame(rows)
+
+    @staticmethod
+    def _label_frame(rows: list[Any]) -> pd.DataFrame:
+        """Label events as a DataFrame (``labels_history`` columns)."""
         data = [
             {
                 "label_id": r.id,
@@ -417,6 +471,269 @@ class DetectionStore:
             q = q.where(self.t_det.c.detector == detector)
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar_one())
+
+    # -- events: one row per record, however often it was scored ---------------------------
+    def _event_label(self) -> Any:
+        """Subquery: the latest label event of each (detector, source, event_id)."""
+        d, lab = self.t_det, self.t_lab
+        latest = (
+            select(
+                d.c.detector.label("l_detector"),
+                d.c.source.label("l_source"),
+                d.c.event_id.label("l_event_id"),
+                func.max(lab.c.id).label("lid"),
+            )
+            .select_from(lab.join(d, d.c.id == lab.c.detection_id))
+            .group_by(d.c.detector, d.c.source, d.c.event_id)
+            .subquery("ev_latest_label")
+        )
+        return latest
+
+    def _event_query(
+        self,
+        detectors: Iterable[str] | None,
+        sources: Iterable[str] | None,
+        users: Iterable[str] | None,
+        user_contains: str | None,
+        since: Any,
+        until: Any,
+        min_score: float | None,
+        label: str | None,
+    ) -> Any:
+        """The grouped, label-joined events query (no order, no paging) as a subquery."""
+        d, lab = self.t_det, self.t_lab
+        g = select(
+            d.c.detector,
+            d.c.source,
+            d.c.event_id,
+            func.count().label("n_detections"),
+            func.max(d.c.id).label("detection_id"),
+            func.max(d.c.score).label("score"),
+            func.max(d.c.event_time).label("event_time"),
+            func.max(d.c.user).label("user"),
+            func.min(d.c.created_at).label("first_seen"),
+            func.max(d.c.created_at).label("last_seen"),
+        ).group_by(d.c.detector, d.c.source, d.c.event_id)
+        for col, wanted in ((d.c.detector, detectors), (d.c.source, sources), (d.c.user, users)):
+            values = sorted({str(v) for v in wanted or ()})
+            if values:
+                g = g.where(col.in_(values))
+        if user_contains:
+            g = g.where(d.c.user.icontains(str(user_contains), autoescape=True))
+        if since is not None:
+            g = g.where(d.c.event_time >= _utc(since, "since"))
+        if until is not None:
+            g = g.where(d.c.event_time < _utc(until, "until"))
+        if min_score is not None:
+            g = g.having(func.max(d.c.score) >= float(min_score))
+        ev = g.subquery("ev")
+        latest = self._event_label()
+        q = select(
+            ev,
+            lab.c.label,
+            lab.c.user.label("labelled_by"),
+            lab.c.created_at.label("labelled_at"),
+        ).select_from(
+            ev.outerjoin(
+                latest,
+                and_(
+                    latest.c.l_detector == ev.c.detector,
+                    latest.c.l_source == ev.c.source,
+                    latest.c.l_event_id == ev.c.event_id,
+                ),
+            ).outerjoin(lab, lab.c.id == latest.c.lid)
+        )
+        if label is not None:
+            if label not in LABEL_FILTERS:
+                raise StoreError(f"label filter must be one of {', '.join(LABEL_FILTERS)}, "
+                                 f"got {label!r}")  # fmt: skip
+            if label == "unlabelled":
+                q = q.where(latest.c.lid.is_(None))
+            elif label == "labelled":
+                q = q.where(latest.c.lid.is_not(None))
+            else:
+                q = q.where(lab.c.label == label)
+        return q.subquery("events")
+
+    def events(
+        self,
+        *,
+        detectors: Iterable[str] | None = None,
+        sources: Iterable[str] | None = None,
+        users: Iterable[str] | None = None,
+        user_contains: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        min_score: float | None = None,
+        label: str | None = None,
+        sort: str = "last_seen",
+        descending: bool = True,
+        page: int = 1,
+        page_size: int = 50,
+    ) -> EventPage:
+        """One page of events: each scored record once, its detections counted, newest first.
+
+        Detections of the same record (same ``detector``, ``source``, ``event_id``) form one
+        event: ``score`` is the highest, ``detection_id`` the latest detection, ``label`` the
+        latest label given to any of them. Filters, sorting and paging run in the database.
+        ``label`` is ``unlabelled``, ``labelled``, ``true_positive`` or ``false_positive``.
+        """
+        if sort not in EVENT_SORTS:
+            raise StoreError(f"sort must be one of {', '.join(EVENT_SORTS)}, got {sort!r}")
+        if not 1 <= int(page_size) <= MAX_PAGE_SIZE:
+            raise StoreError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
+        if int(page) < 1:
+            raise StoreError(f"page must be 1 or more, got {page}")
+        page, page_size = int(page), int(page_size)
+        ev = self._event_query(
+            detectors, sources, users, user_contains, since, until, min_score, label
+        )
+        key = ev.c[sort]
+        order = [key.desc() if descending else key.asc(), ev.c.detection_id.desc()]
+        if sort in ("event_time", "user"):  # missing values last either way
+            order.insert(0, key.is_(None))
+        d = self.t_det
+        paged = select(ev).order_by(*order).limit(page_size).offset((page - 1) * page_size)
+        paged = paged.subquery("paged")
+        key = paged.c[sort]
+        order = [key.desc() if descending else key.asc(), paged.c.detection_id.desc()]
+        if sort in ("event_time", "user"):
+            order.insert(0, key.is_(None))
+        q = (
+            select(paged, d.c.model_version)
+            .select_from(paged.join(d, d.c.id == paged.c.detection_id))
+            .order_by(*order)
+        )
+        with self.engine.connect() as conn:
+            total = int(conn.execute(select(func.count()).select_from(ev)).scalar_one())
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+        data = [{c: _as_utc(r.get(c)) for c in EVENT_COLUMNS} for r in rows]
+        df = pd.DataFrame(data, columns=EVENT_COLUMNS)
+        for c in ("event_time", "first_seen", "last_seen", "labelled_at"):
+            df[c] = pd.to_datetime(df[c], utc=True)
+        df["n_detections"] = df["n_detections"].astype("int64")
+        return EventPage(df, total, page, page_size)
+
+    def event_key(self, detection_id: int) -> tuple[str, str, str]:
+        """``(detector, source, event_id)`` of a detection; KeyError when there is none."""
+        d = self.t_det
+        q = select(d.c.detector, d.c.source, d.c.event_id).where(d.c.id == int(detection_id))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            raise KeyError(f"no detection with id {detection_id}")
+        return str(row.detector), str(row.source), str(row.event_id)
+
+    def event_detections(self, detection_id: int) -> pd.DataFrame:
+        """Every detection of the event ``detection_id`` belongs to, newest first, with the
+        event's label (the latest given to any of them) on each row."""
+        det, src, eid = self.event_key(detection_id)
+        d = self.t_det
+        q = (
+            select(d)
+            .where(d.c.detector == det, d.c.source == src, d.c.event_id == eid)
+            .order_by(d.c.id.desc())
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        df = self._det_frame(rows)
+        hist = self.event_labels(detection_id)
+        last = hist.iloc[-1] if len(hist) else None
+        df["label"] = None if last is None else last["label"]
+        df["labelled_by"] = None if last is None else last["labelled_by"]
+        df["labelled_at"] = pd.NaT if last is None else last["labelled_at"]
+        df["labelled_at"] = pd.to_datetime(df["labelled_at"], utc=True)
+        return df
+
+    def event_labels(self, detection_id: int) -> pd.DataFrame:
+        """Every label event given to any detection of the event, oldest first."""
+        det, src, eid = self.event_key(detection_id)
+        d, lab = self.t_det, self.t_lab
+        q = (
+            select(lab)
+            .select_from(lab.join(d, d.c.id == lab.c.detection_id))
+            .where(d.c.detector == det, d.c.source == src, d.c.event_id == eid)
+            .order_by(lab.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return self._label_frame(rows)
+
+    def label_event(self, detection_id: int, label: Label, user: str, note: str = "") -> int:
+        """Label the event of ``detection_id`` once: the event's latest detection carries it.
+
+        Returns the id of the detection that got the label event (training reads that one, so a
+        record scored 45 times is one training row, not 45).
+        """
+        det, src, eid = self.event_key(detection_id)
+        d = self.t_det
+        q = select(func.max(d.c.id)).where(
+            d.c.detector == det, d.c.source == src, d.c.event_id == eid
+        )
+        with self.engine.connect() as conn:
+            latest = int(conn.execute(q).scalar_one())
+        self.add_label(latest, label, user, note)
+        return latest
+
+    def summary(self) -> pd.DataFrame:
+        """Per detector: detections, events, unlabelled events and events per label."""
+        ev = self._event_query(None, None, None, None, None, None, None, None)
+        labelled = ev.c.label.is_not(None)
+        q = (
+            select(
+                ev.c.detector,
+                func.sum(ev.c.n_detections).label("detections"),
+                func.count().label("events"),
+                func.sum(case((labelled, 0), else_=1)).label("unlabelled"),
+                func.sum(case((ev.c.label == "true_positive", 1), else_=0)).label("true_positive"),
+                func.sum(case((ev.c.label == "false_positive", 1), else_=0)).label(
+                    "false_positive"
+                ),
+            )
+            .group_by(ev.c.detector)
+            .order_by(ev.c.detector)
+        )
+        cols = ["detector", "detections", "events", "unlabelled", "true_positive",
+                "false_positive"]  # fmt: skip
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+        df = pd.DataFrame(rows, columns=cols)
+        for c in cols[1:]:
+            df[c] = pd.to_numeric(df[c]).fillna(0).astype("int64")
+        return df
+
+    def timeline(
+        self,
+        bucket: Literal["hour", "day"] = "hour",
+        since: Any = None,
+        until: Any = None,
+        detector: str | None = None,
+    ) -> pd.DataFrame:
+        """Detections per ``bucket`` of event time (stored time when the event has none),
+        per detector: columns ``time`` (UTC bucket start), ``detector``, ``detections``."""
+        if bucket not in ("hour", "day"):
+            raise StoreError(f"bucket must be 'hour' or 'day', got {bucket!r}")
+        d = self.t_det
+        when = func.coalesce(d.c.event_time, d.c.created_at)
+        if self.engine.dialect.name == "sqlite":
+            fmt = "%Y-%m-%d %H:00:00" if bucket == "hour" else "%Y-%m-%d 00:00:00"
+            slot = func.strftime(fmt, when)
+        else:
+            slot = func.date_trunc(literal(bucket), when)
+        q = select(slot.label("time"), d.c.detector, func.count().label("detections"))
+        if detector is not None:
+            q = q.where(d.c.detector == detector)
+        if since is not None:
+            q = q.where(when >= _utc(since, "since"))
+        if until is not None:
+            q = q.where(when < _utc(until, "until"))
+        q = q.group_by(slot, d.c.detector).order_by(slot)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+        df = pd.DataFrame(rows, columns=["time", "detector", "detections"])
+        df["time"] = pd.to_datetime(df["time"], utc=True)
+        df["detections"] = df["detections"].astype("int64")
+        return df
 
 
 _default: DetectionStore | None = None

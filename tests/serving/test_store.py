@@ -136,3 +136,114 @@ def test_returned_ids_follow_row_order(store: DetectionStore):
     df = store.detections(limit=None).set_index("detection_id")
     assert [df.loc[i, "record"]["i"] for i in ids] == list(range(120))
     assert [df.loc[i, "score"] for i in ids] == [float(i) for i in range(120)]
+
+
+# ---------------------------------------------------------------- events (duplicates grouped)
+
+
+def _dup_rows() -> list[dict]:
+    """Three records: r0 scored 3 times (rising score), r1 twice, r2 once (ABP)."""
+    rows = []
+    for n, score in ((0, 2.0), (1, 5.0), (0, 3.0), (0, 9.0), (1, 1.0)):
+        rows.append(_row(n, score=score, event_time="2026-11-02T10:00:00Z"))
+    rows.append(
+        _row(7, detector="abp", source="nvsmi", user="GPU-1", score=0.9,
+             event_time="2026-11-03T11:30:00Z")
+    )  # fmt: skip
+    return rows
+
+
+def test_events_group_duplicates_and_keep_the_highest_score(store: DetectionStore):
+    ids = store.add_detections(_dup_rows())
+    page = store.events(sort="score")
+    assert page.total == 3
+    df = page.rows
+    assert list(df["n_detections"]) == [3, 2, 1] or sorted(df["n_detections"]) == [1, 2, 3]
+    by_user = df.set_index("event_id")
+    r0 = by_user.loc[event_id(_row(0)["record"])]
+    assert r0["n_detections"] == 3 and r0["score"] == 9.0
+    assert r0["detection_id"] == ids[3]  # the latest detection represents the event
+    assert list(df["score"]) == sorted(df["score"], reverse=True)
+    asc = store.events(sort="score", descending=False).rows
+    assert list(asc["score"]) == sorted(asc["score"])
+    assert store.events(detectors=["abp"]).total == 1
+    assert store.events(min_score=5).total == 2  # r1's best score is 5
+    assert store.events(user_contains="gpu").total == 1
+    assert store.events(since="2026-11-03").total == 1
+
+
+def test_event_label_applies_to_every_duplicate(store: DetectionStore):
+    ids = store.add_detections(_dup_rows())
+    carried = store.label_event(ids[0], "true_positive", "ana", "seen it")
+    assert carried == ids[3], "the event's latest detection carries the label"
+    assert store.events(label="unlabelled").total == 2
+    labelled = store.events(label="true_positive").rows
+    assert len(labelled) == 1 and labelled.iloc[0]["labelled_by"] == "ana"
+    dets = store.event_detections(ids[2])
+    assert sorted(dets["detection_id"]) == sorted([ids[0], ids[2], ids[3]])
+    assert set(dets["label"]) == {"true_positive"}
+    # a later label on another duplicate wins for the whole event
+    store.add_label(ids[0], "false_positive", "bo")
+    assert store.events(label="false_positive").total == 1
+    assert store.events(label="true_positive").total == 0
+    assert list(store.event_labels(ids[3])["label"]) == ["true_positive", "false_positive"]
+    # training still reads one labelled row per label event, never the 3 copies
+    assert len(store.labelled("dfp")) == 2
+    # a new duplicate of a labelled record arrives: the event stays labelled
+    store.add_detections([_row(0, score=1.0, event_time="2026-11-02T10:00:00Z")])
+    assert store.events(label="unlabelled").total == 2
+    (fp,) = store.events(label="false_positive").rows.itertuples()
+    assert fp.n_detections == 4 and fp.event_id == event_id(_row(0)["record"])
+
+
+def test_events_paging_and_bad_arguments(store: DetectionStore):
+    store.add_detections([_row(i) for i in range(23)])
+    seen = []
+    for n in (1, 2, 3):
+        p = store.events(page=n, page_size=10)
+        assert p.total == 23 and p.pages == 3
+        seen += list(p.rows["detection_id"])
+    assert len(seen) == 23 and len(set(seen)) == 23
+    assert seen == sorted(seen, reverse=True)
+    assert store.events(page=4, page_size=10).rows.empty
+    for kw, needle in (
+        ({"sort": "record"}, "sort must be one of"),
+        ({"page_size": 0}, "page_size must be"),
+        ({"page": 0}, "page must be"),
+        ({"label": "maybe"}, "label filter must be one of"),
+    ):
+        with pytest.raises(StoreError, match=needle):
+            store.events(**kw)
+    with pytest.raises(KeyError, match="no detection with id 999999"):
+        store.event_detections(999999)
+
+
+def test_summary_and_timeline(store: DetectionStore):
+    ids = store.add_detections(_dup_rows())
+    store.label_event(ids[1], "false_positive", "ana")
+    summ = store.summary().set_index("detector")
+    assert summ.loc["dfp"].to_dict() == {
+        "detections": 5, "events": 2, "unlabelled": 1, "true_positive": 0, "false_positive": 1
+    }  # fmt: skip
+    assert summ.loc["abp", "events"] == 1 and summ.loc["abp", "unlabelled"] == 1
+    tl = store.timeline("hour")
+    got = {(t.isoformat(), d): n for t, d, n in tl.itertuples(index=False)}
+    assert got == {("2026-11-02T10:00:00+00:00", "dfp"): 5, ("2026-11-03T11:00:00+00:00", "abp"): 1}
+    day = store.timeline("day", since="2026-11-03")
+    assert list(day["detections"]) == [1] and str(day["time"][0]) == "2026-11-03 00:00:00+00:00"
+
+
+def test_older_store_file_gains_the_event_index(tmp_path):
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    s = DetectionStore(url)
+    s.add_detections([_row(1)])
+    with s.engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_detections_event"))
+    s.close()
+    again = DetectionStore(url)
+    names = {i["name"] for i in sa.inspect(again.engine).get_indexes("detections")}
+    assert "ix_detections_event" in names
+    assert again.events().total == 1
+    again.close()
