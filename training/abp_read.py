@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from secml.abp.features import N_FEATURES, FeatureError, parse_record
+from secml.abp.features import extract
 
 UUID_KEY = "nvidia_smi_log.gpu.uuid"
 TIMESTAMP_KEY = "nvidia_smi_log.timestamp"
@@ -76,22 +76,25 @@ def featurize_lines(lines: list[bytes]) -> Featurized:
 
 def featurize_records(records: Sequence[dict[str, Any] | Exception | None]) -> Featurized:
     """Read the features of parsed rows; an Exception is an unreadable row, None no row."""
-    X = np.empty((len(records), N_FEATURES), dtype=np.float32)
     kept: list[int] = []
     errors: list[tuple[int, str]] = []
     special: dict[int, dict[str, Any]] = {}
-    uuids: list[str | None] = []
-    times: list[str | None] = []
-    for pos, rec in enumerate(records):
-        if rec is None:
-            continue
+    rows = [(pos, rec) for pos, rec in enumerate(records) if rec is not None]
+    for pos, rec in rows:
         if isinstance(rec, Exception):
             errors.append((pos, str(rec)))
-            continue
-        try:
-            X[len(kept)] = parse_record(rec)
-        except FeatureError as exc:
-            errors.append((pos, exc.detail))
+    good = [(pos, rec) for pos, rec in rows if not isinstance(rec, Exception)]
+    got = extract([rec for _, rec in good])  # column by column, one vectorised featurizer
+    bad = {e.index: e.detail for e in got.errors}
+    for k, (pos, _) in enumerate(good):
+        if k in bad:
+            errors.append((pos, bad[k]))
+    errors.sort()
+    X = got.X[got.ok]
+    uuids: list[str | None] = []
+    times: list[str | None] = []
+    for k, (pos, rec) in enumerate(good):
+        if k in bad:
             continue
         if "mining" in rec or "mining_score" in rec:
             special[len(kept)] = rec

@@ -5,15 +5,25 @@ is read from the string and its unit checked; "N/A", "Not Supported" and friends
 and a missing key become NaN, which XGBoost treats as missing. Anything else is an error
 that names the record and the field. Pure Python + numpy (works with numpy 1.26 and 2.x), so
 the Triton python-backend model can import it.
+
+The one featurizer of every ABP path (training, the batch CLI, the gateway): records are read
+column by column (each distinct string of a column is parsed once), timestamps in bulk
+(``epoch_seconds``), JSON lines decoded with orjson (``decode``); no pandas.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+try:  # orjson is not in the Triton model environment
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - exercised only in .venv-triton
+    from json import loads as _loads
 
 PREFIX = "nvidia_smi_log.gpu."
 FEATURE_SUFFIXES: tuple[str, ...] = (
@@ -126,58 +136,271 @@ def parse_value(value: Any, field: str, unit: str) -> float:
     return out
 
 
+def _parse_cached(value: Any, j: int) -> float:
+    """``parse_value`` of column ``j`` with a per-column cache of parsed strings."""
+    if type(value) is str:
+        cache = _cache[j]
+        hit = cache.get(value)
+        if hit is not None:
+            return hit
+        parsed = parse_value(value, FEATURES[j], UNITS[j])
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        cache[value] = parsed
+        return parsed
+    return parse_value(value, FEATURES[j], UNITS[j])
+
+
+def _alias_value(record: Mapping[str, Any], name: str, value: Any) -> Any:
+    """Newer drivers print power_draw N/A and the reading under instant_power_draw: the first
+    key with a reading wins; an all-N/A set stays N/A (present, NaN)."""
+    found = [v for v in (record.get(a, _MISSING) for a in ALIASES[name]) if v is not _MISSING]
+    return next((v for v in found if not _is_na(v)), found[0] if found else value)
+
+
+@dataclass
+class Extracted:
+    """The features of a batch of records, read column by column.
+
+    ``X`` holds NaN in the rows of bad records; ``errors`` names each bad record once (its
+    first bad field in feature order), in record order; ``ok`` marks the good rows.
+    """
+
+    X: np.ndarray
+    errors: list[FeatureError]
+    ok: np.ndarray
+
+
+def _column_values(
+    col: list[Any], j: int
+) -> tuple[np.ndarray, np.ndarray, dict[int, FeatureError]]:
+    """Parse a list of raw values of column ``j``: (values, present mask, errors by position)."""
+    out = np.empty(len(col), dtype=np.float32)
+    present = np.ones(len(col), dtype=bool)
+    errors: dict[int, FeatureError] = {}
+    for i, v in enumerate(col):
+        if v is _MISSING:
+            out[i], present[i] = math.nan, False
+            continue
+        try:
+            out[i] = _parse_cached(v, j)
+        except FeatureError as exc:
+            out[i] = math.nan
+            errors[i] = exc
+    return out, present, errors
+
+
+def _column(
+    recs: Sequence[Mapping[str, Any]], j: int
+) -> tuple[np.ndarray, np.ndarray | None, dict[int, FeatureError]]:
+    """Column ``j`` of ``recs``: (values, present mask or None when all present, row errors)."""
+    name = FEATURES[j]
+    col = [r.get(name, _MISSING) for r in recs]
+    n = len(col)
+    errors: dict[int, FeatureError] = {}
+    try:
+        uniq = dict.fromkeys(col)
+        # True == 1 == 1.0 share a key: with numbers about, a boolean must not hide behind one
+        numbers = any(type(v) in (bool, int, float) for v in uniq)
+        fast = not (numbers and any(type(v) is bool for v in col))
+    except TypeError:  # a dict or list value: unhashable
+        fast = False
+    if not fast:  # rare: per value, no lookup table
+        if name in ALIASES:
+            col = [
+                _alias_value(recs[i], name, v) if v is _MISSING or _is_na(v) else v
+                for i, v in enumerate(col)
+            ]
+        return _column_values(col, j)
+    table: dict[Any, float] = {}
+    bad: dict[Any, FeatureError] = {}
+    for v in uniq:
+        if v is _MISSING:
+            table[v] = math.nan
+            continue
+        try:
+            table[v] = _parse_cached(v, j)
+        except FeatureError as exc:
+            table[v] = math.nan
+            bad[v] = exc
+    vals = np.fromiter(map(table.__getitem__, col), dtype=np.float32, count=n)
+    present = None
+    if _MISSING in uniq:
+        present = np.fromiter((v is not _MISSING for v in col), dtype=bool, count=n)
+    if name in ALIASES:
+        na = {v for v in uniq if v is _MISSING or _is_na(v)}
+        rows = [i for i, v in enumerate(col) if v in na] if na else []
+        if rows:
+            sub = [_alias_value(recs[i], name, col[i]) for i in rows]
+            sub_vals, sub_present, sub_errors = _column_values(sub, j)
+            vals[rows] = sub_vals
+            if present is None:
+                present = np.ones(n, dtype=bool)
+            present[rows] = sub_present
+            for k, exc in sub_errors.items():
+                errors[rows[k]] = exc
+    if bad:
+        for i, v in enumerate(col):
+            if v in bad:
+                errors.setdefault(i, bad[v])
+    return vals, present, errors
+
+
+def extract(
+    records: Iterable[Any], start_index: int | None = 0, max_errors: int | None = None
+) -> Extracted:
+    """Read the 18 features of ``records`` column by column (one table lookup per distinct
+    value); bad records are reported, not raised. Errors carry ``start_index + position``."""
+    recs = records if isinstance(records, list) else list(records)
+    n = len(recs)
+    X = np.empty((n, N_FEATURES), dtype=np.float32)
+    first: dict[int, FeatureError] = {}
+
+    def at(i: int) -> int | None:
+        return None if start_index is None else start_index + i
+
+    not_maps = [i for i, r in enumerate(recs) if not isinstance(r, Mapping)]
+    if not_maps:
+        bad_type = set(not_maps)
+        for i in not_maps:
+            first[i] = FeatureError(
+                f"expected a JSON object with nvidia_smi_log.* keys, got {type(recs[i]).__name__}",
+                index=at(i),
+            )
+        recs = [{} if i in bad_type else r for i, r in enumerate(recs)]
+    present = np.zeros(n, dtype=np.int16)
+    for j in range(N_FEATURES):
+        vals, pres, errs = _column(recs, j)
+        X[:, j] = vals
+        present += 1 if pres is None else pres
+        for i, exc in errs.items():
+            if i not in first:
+                first[i] = FeatureError(exc.detail, index=at(i), field=FEATURES[j])
+    for i in np.flatnonzero(present == 0).tolist():
+        if i not in first:
+            first[i] = FeatureError(
+                f"none of the {N_FEATURES} feature fields ({PREFIX}fb_memory_usage.used, ...) is "
+                "present; is this a flattened nvidia-smi record?",
+                index=at(i),
+            )
+    ok = np.ones(n, dtype=bool)
+    errors = []
+    for i in sorted(first):
+        ok[i] = False
+        X[i] = np.nan
+        if max_errors is None or len(errors) < max_errors:
+            errors.append(first[i])
+    return Extracted(X, errors, ok)
+
+
 def parse_record(record: Any, index: int | None = None) -> np.ndarray:
     """The 18 features of one flattened nvidia-smi record as a float32 vector (NaN = missing)."""
-    if not isinstance(record, Mapping):
-        raise FeatureError(
-            f"expected a JSON object with nvidia_smi_log.* keys, got {type(record).__name__}",
-            index=index,
-        )
-    row = np.empty(N_FEATURES, dtype=np.float32)
-    present = 0
-    for j, name in enumerate(FEATURES):
-        value = record.get(name, _MISSING)
-        if name in ALIASES and (value is _MISSING or _is_na(value)):
-            # Newer drivers print power_draw N/A and the reading under instant_power_draw:
-            # the first key with a reading wins; an all-N/A set stays N/A (present, NaN).
-            found = [
-                v for v in (record.get(a, _MISSING) for a in ALIASES[name]) if v is not _MISSING
-            ]
-            value = next((v for v in found if not _is_na(v)), found[0] if found else value)
-        if value is _MISSING:
-            row[j] = math.nan
-            continue
-        present += 1
-        cache = _cache[j]
-        if isinstance(value, str):
-            hit = cache.get(value)
-            if hit is not None:
-                row[j] = hit
-                continue
-        try:
-            parsed = parse_value(value, name, UNITS[j])
-        except FeatureError as exc:
-            raise FeatureError(exc.detail, index=index, field=name) from None
-        if isinstance(value, str):
-            if len(cache) > _CACHE_LIMIT:
-                cache.clear()
-            cache[value] = parsed
-        row[j] = parsed
-    if present == 0:
-        raise FeatureError(
-            f"none of the {N_FEATURES} feature fields ({PREFIX}fb_memory_usage.used, ...) is "
-            "present; is this a flattened nvidia-smi record?",
-            index=index,
-        )
-    return row
+    got = extract([record], start_index=index)
+    if got.errors:
+        raise got.errors[0]
+    return got.X[0]
 
 
 def to_matrix(records: Iterable[Any], start_index: int = 0) -> np.ndarray:
     """Stack the features of ``records`` into an (n, 18) float32 matrix; errors name the record."""
-    rows = [parse_record(r, start_index + i) for i, r in enumerate(records)]
-    if not rows:
-        return np.empty((0, N_FEATURES), dtype=np.float32)
-    return np.vstack(rows)
+    got = extract(records, start_index=start_index, max_errors=1)
+    if got.errors:
+        raise got.errors[0]
+    return got.X
+
+
+# ---------------------------------------------------------------- decoding and timestamps
+
+
+def decode(lines: Sequence[bytes | str]) -> list[dict[str, Any] | ValueError | None]:
+    """Each JSON line as a dict, the ValueError saying why it is not one, or None when blank."""
+    out: list[dict[str, Any] | ValueError | None] = []
+    for line in lines:
+        if not line.strip():
+            out.append(None)
+            continue
+        try:
+            rec = _loads(line)
+        except ValueError as exc:
+            msg, col = getattr(exc, "msg", str(exc)), getattr(exc, "colno", None)
+            out.append(ValueError(f"invalid JSON ({msg}{f' at column {col}' if col else ''})"))
+            continue
+        if not isinstance(rec, dict):
+            out.append(ValueError(f"expected a JSON object, got {type(rec).__name__}"))
+            continue
+        out.append(rec)
+    return out
+
+
+_MONTHS = {
+    m: f"{i:02d}"
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+
+
+def _iso_of_nvsmi(value: str) -> str | None:
+    """'Mon Nov 02 10:00:00 2026' as '2026-11-02T10:00:00' (string slicing; None if not that)."""
+    v = value.strip()
+    if len(v) != 24 or v[3] != " " or v[7] != " " or v[10] != " " or v[19] != " ":
+        return None
+    month = _MONTHS.get(v[4:7])
+    if month is None:
+        return None
+    return f"{v[20:24]}-{month}-{v[8:10]}T{v[11:19]}"
+
+
+def _epoch_slow(value: Any) -> float:
+    """Epoch seconds of an ISO 8601 time (naive = UTC), NaN when unreadable."""
+    from datetime import UTC, datetime
+
+    if not isinstance(value, str):
+        return math.nan
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return math.nan
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def epoch_seconds(values: Sequence[Any]) -> np.ndarray:
+    """Epoch seconds (float64, NaN when unreadable) of nvidia-smi timestamps, parsed in bulk.
+
+    nvidia-smi's 'Mon Nov 02 10:00:00 2026' (taken as UTC) is rewritten to ISO by slicing and
+    converted by numpy in one call; anything else goes through ``datetime.fromisoformat``.
+    """
+    n = len(values)
+    iso = [_iso_of_nvsmi(v) if type(v) is str else None for v in values]
+    out = np.full(n, np.nan, dtype=np.float64)
+    fast = [i for i, s in enumerate(iso) if s is not None]
+    if fast:
+        try:
+            stamps = np.array([iso[i] for i in fast], dtype="datetime64[s]")
+            out[fast] = stamps.astype(np.int64).astype(np.float64)
+        except ValueError:  # a day like 'Feb 31': element by element
+            for i in fast:
+                try:
+                    out[i] = float(np.datetime64(iso[i], "s").astype(np.int64))
+                except ValueError:
+                    out[i] = math.nan
+    for i in (i for i, s in enumerate(iso) if s is None):
+        out[i] = _epoch_slow(values[i])
+    return out
+
+
+def iso_utc(epochs: np.ndarray) -> list[str | None]:
+    """ISO 8601 UTC strings ('2026-11-02T10:00:00+00:00') of epoch seconds; None for NaN."""
+    epochs = np.asarray(epochs, dtype=np.float64)
+    ok = np.isfinite(epochs)
+    out: list[str | None] = [None] * len(epochs)
+    if ok.any():
+        whole = np.floor(epochs[ok])
+        texts = np.datetime_as_string(whole.astype(np.int64).astype("datetime64[s]"), unit="s")
+        frac = epochs[ok] - whole
+        for i, t, f in zip(np.flatnonzero(ok).tolist(), texts.tolist(), frac.tolist(), strict=True):
+            out[i] = f"{t}.{round(f * 1e6):06d}+00:00" if f else f"{t}+00:00"
+    return out
 
 
 def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
