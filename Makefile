@@ -42,9 +42,10 @@ status: ## print the service table
 logs: ## tail every service log
 	$(PY) -m secml.stack logs
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and the import rules between layers (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
@@ -57,7 +58,7 @@ test-fast: $(STAMP) ## the quick loop: tests that need no server
 	$(PY) -m pytest -m "not integration and not browser" -x -q $(PYTEST_ARGS)
 
 demo: up ## generate data, train, and send traffic through the gateway
-	$(PY) -m secml.demo
+	$(PY) -m demo
 
 bench: install ## run the benchmarks in bench/
 	@for b in bench/bench_*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(PY) -m bench.$$m || exit 1; done

@@ -370,10 +370,3 @@ def process_records(
 ) -> pd.DataFrame:
     """Shortcut: raw record dicts -> processed events (see ``process``)."""
     return process(frame_from_records(records), source, states)
-
-
-def load_records(paths: str | Iterable[str], source: str) -> pd.DataFrame:
-    """Read raw records from files/globs (see ``secml.dfp.loader.load_records``)."""
-    from secml.dfp.loader import load_records as _load
-
-    return _load(paths, source)

@@ -135,7 +135,7 @@ def test_deployment_runs_from_prefect_with_parameters(first, fleet, prefect_work
 
 
 def test_demo_generates_trains_and_promotes(mlflow_server, prefect_server, tmp_path) -> None:
-    from secml.abp.demo import demo
+    from demo.abp import demo
 
     # The wiring is under test here (quality is tested above): a small fleet, a low gate.
     settings = mlflow_server.model_copy(

@@ -178,16 +178,17 @@ def _offline_consumer(tmp_path: Path, dispatcher: Any) -> ControlConsumer:
     """A ControlConsumer wired to fakes (no broker): exercises process() alone."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from training.consumer import ConsumerMetrics
+    from training.consumer import ConsumerMetrics, DeadLetterQueue
 
     c = ControlConsumer.__new__(ControlConsumer)
     c.settings = Settings(run_dir=tmp_path, kafka_dead_letter_topic="dlq")
     c.topic = "t"
     c.deployments = dict(DEPLOYMENTS)
-    c.consumer = c.producer = _FakeKafka()
+    c.consumer = _FakeKafka()
     c.ledger = DispatchLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
     c.dispatcher = dispatcher
     c.metrics = ConsumerMetrics()
+    c.dead_letters = DeadLetterQueue(c.settings, c.ledger, c.metrics, make_producer=_FakeKafka)
     c._pool = ThreadPoolExecutor(2)
     c._pending_commit, c._backoff_s, c._last_lag = {}, 1.0, 0.0
     c._stop = threading.Event()
@@ -222,7 +223,7 @@ def test_process_commits_up_to_the_first_failure_and_rewinds(
     assert res.commit == {tp: 2}  # 0 and 1 are done; 2 failed, so nothing from 2 on
     assert c.consumer.seeks == [(tp, 2)]
     assert sorted(calls) == ["u-0", "u-2", "u-3"]
-    assert res.dead_lettered == 2 and [t for t, _ in c.producer.sent] == ["dlq", "dlq"]
+    assert res.dead_lettered == 2 and [t for t, _ in c.dead_letters.producer.sent] == ["dlq", "dlq"]
     # the redelivery after the rewind: only u-2 is new
     down.clear()
     calls.clear()
@@ -230,7 +231,7 @@ def test_process_commits_up_to_the_first_failure_and_rewinds(
     assert calls == ["u-2"]
     assert res.commit == {tp: 5}
     assert res.duplicates == 2  # u-3 in the ledger, offset 4 already dead-lettered
-    assert len(c.producer.sent) == 2
+    assert len(c.dead_letters.producer.sent) == 2
     c._pool.shutdown()
     c.ledger.close()
 

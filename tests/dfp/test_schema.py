@@ -222,11 +222,11 @@ def test_same_features_in_the_triton_environment(duo_records: list[dict]) -> Non
     assert there["authdevicename"].tolist() == here["authdevicename"].tolist()
 
 
-def test_load_records_shortcut(tmp_path, duo_records: list[dict]) -> None:
-    """``schema.load_records`` reads files like the loader does."""
+def test_loader_keeps_raw_records(tmp_path, duo_records: list[dict]) -> None:
+    """``loader.load_records`` keeps every raw record as ``_raw`` for ``schema``."""
     import json
 
-    from secml.dfp.schema import load_records
+    from secml.dfp.loader import load_records
 
     (tmp_path / "DUO_2022-08-01T00_00_00.000Z.json").write_text(json.dumps(duo_records[:4]))
     raw = load_records(str(tmp_path / "DUO_*.json"), "duo")

@@ -17,7 +17,7 @@ from typing import Any
 
 from secml.settings import Settings, get_settings
 
-log = logging.getLogger("secml.demo")
+log = logging.getLogger("demo")
 
 
 def _sample(records: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
@@ -28,9 +28,10 @@ def _sample(records: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, 
 
 def run(settings: Settings | None = None, seed: int = 0) -> dict[str, Any]:
     """The whole demo; returns a summary of each step."""
-    from secml.abp.demo import demo as abp_demo
+    # Imported here: Prefect and MLflow read their variables on import (set by ``main``).
+    from demo.abp import demo as abp_demo
+    from demo.dfp import demo as dfp_demo
     from secml.abp.generator import DATA_FILE
-    from secml.dfp.demo import demo as dfp_demo
     from secml.dfp.loader import read_file
     from serving.sync import sync_all
     from serving.traffic import read_jsonl, send
@@ -77,7 +78,3 @@ def main() -> int:
     log.info("demo summary:\n%s", json.dumps(summary, indent=2, default=str))
     log.info("detections wait for labels in the UI: %s", s.ui_url)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

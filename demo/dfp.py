@@ -5,7 +5,7 @@ generated Duo (and optionally Azure) batch files under ``<data_dir>/dfp-demo``, 
 ``generic`` plus every user with enough history on the days before the attack window,
 registers and promotes the models, scores the attack window with each user's production model
 (else generic), writes the detections file and returns a summary with recall per attack type.
-``python -m secml.dfp.demo`` runs it and prints the summary as JSON.
+``python -m demo.dfp`` runs it alone and prints the summary as JSON.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def demo(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: run the demo against the configured MLflow and print the summary."""
-    p = argparse.ArgumentParser(prog="python -m secml.dfp.demo", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m demo.dfp", description=__doc__.split("\n")[0])
     p.add_argument("--source", choices=["duo", "azure", "both"], default="duo")
     p.add_argument("--users", type=int, default=20)
     p.add_argument("--days", type=int, default=30)

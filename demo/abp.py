@@ -1,4 +1,4 @@
-"""ABP demo: generate a fleet's nvidia-smi data, train, register and promote a first model.
+"""ABP part of the demo: generate nvidia-smi data for a fleet, train, register, promote a model.
 
 ``make demo`` calls :func:`demo` with the running stack's settings (MLflow and Prefect up).
 """
@@ -50,8 +50,3 @@ def demo(
         "promoted to production" if gate["promoted"] else f"not promoted: {gate['reason']}",
     )
     return result
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    demo()
