@@ -400,10 +400,12 @@ def gate_check(
 ) -> tuple[bool, str]:
     """The promotion gate's rules, applied to a hand promotion on the versions' recorded metrics.
 
-    ABP (``abp-*``): F1 at least ``settings.abp_min_f1`` and not below production's F1.
-    DFP (``dfp-*``): validation loss not above production's by more than ``tolerance``
-    (default ``settings.dfp_promotion_tolerance``). The training flows apply the same rules
-    when they register a version (ABP re-scores production on the new evaluation data there).
+    ABP (``abp-*``): ``secml.abp.gate.decide`` — recall at ``settings.abp_target_fpr`` at least
+    ``settings.abp_min_recall`` and not below production's recorded recall. DFP (``dfp-*``):
+    ``secml.dfp.train.gate_passes`` — validation loss not above production's beyond
+    ``tolerance`` (default ``settings.dfp_promotion_tolerance``). The training flows apply the
+    same functions when they register a version (ABP re-scores production on the new
+    evaluation data there; by hand only the recorded figures are at hand).
     """
     if tolerance is None:
         tolerance = float(getattr(settings, "dfp_promotion_tolerance", 0.05))
@@ -413,20 +415,32 @@ def gate_check(
         return False, f"{name} v{version} already holds '{PRODUCTION}'"
     old = _version_metrics(client, name, prod_ver) if prod_ver is not None else {}
     if name.startswith("abp-"):
+        from secml.abp.gate import decide
+
+        recall = _metric(new, "target_fpr_recall")
+        if recall is None:
+            return False, (
+                f"{name} v{version} has no recall at the target FPR (metric "
+                "target_fpr_recall); the gate cannot judge it"
+            )
         f1 = _metric(new, "f1", "test_f1", "f1_score")
-        if f1 is None:
-            return False, f"{name} v{version} has no F1 metric; the gate cannot judge it"
-        if f1 < settings.abp_min_f1:
-            return False, f"F1 {f1:.4f} is below the minimum {settings.abp_min_f1}"
-        old_f1 = _metric(old, "f1", "test_f1", "f1_score")
-        if old_f1 is not None and f1 < old_f1:
-            return False, f"F1 {f1:.4f} is worse than production v{prod_ver} ({old_f1:.4f})"
-        return True, f"F1 {f1:.4f} passes (minimum {settings.abp_min_f1})"
+        old_recall = _metric(old, "target_fpr_recall") if prod_ver is not None else None
+        return decide(
+            recall,
+            settings.abp_min_recall,
+            settings.abp_target_fpr,
+            float("nan") if f1 is None else f1,
+            None if prod_ver is None else str(prod_ver),
+            old_recall,
+            same_data=False,
+        )
+    from secml.dfp.train import gate_passes
+
     loss = _metric(new, "val_loss", "validation_loss", "loss")
     if loss is None:
         return False, f"{name} v{version} has no validation loss metric; the gate cannot judge it"
     old_loss = _metric(old, "val_loss", "validation_loss", "loss")
-    if old_loss is not None and loss > old_loss * (1 + tolerance):
+    if not gate_passes(loss, old_loss, tolerance):
         return False, (
             f"validation loss {loss:.4f} is worse than production v{prod_ver} "
             f"({old_loss:.4f}) beyond {tolerance:.0%}"
@@ -484,17 +498,52 @@ def promote(
     return event
 
 
+HISTORY_COLUMNS = ["at", "by", "kind", "from_version", "to_version", "gate", "forced", "reason"]
+# Version tags the training flows' gates write: ABP ``gate=passed``, DFP ``gate=promoted``.
+_AUTO_PASSED = ("passed", "promoted")
+
+
 def promotion_history(client: Any, name: str) -> pd.DataFrame:
-    """Recorded promotion events of a model, newest first."""
-    tags = client.get_registered_model(name).tags or {}
+    """Every move of ``production`` on record, newest first: hand promotions and roll-backs
+    (registered-model tags written by :func:`promote`) and the training gate's automatic
+    promotions (versions tagged ``gate=passed``/``promoted`` by the flows)."""
+    rm = client.get_registered_model(name)
+    tags = rm.tags or {}
     rows = []
-    # The tag key carries microseconds; ``at`` (seconds) can tie between quick promotions.
-    for key in sorted((k for k in tags if k.startswith(PROMOTION_TAG)), reverse=True):
+    for key in (k for k in tags if k.startswith(PROMOTION_TAG)):
         try:
-            rows.append(json.loads(tags[key]))
+            event = json.loads(tags[key])
         except json.JSONDecodeError:
             log.warning("unreadable promotion tag %s on %s", key, name)
-    return pd.DataFrame(rows)
+            continue
+        # the tag key carries microseconds; ``at`` (seconds) can tie between quick promotions
+        rows.append({**event, "_order": key.removeprefix(PROMOTION_TAG)})
+    for mv in client.search_model_versions(f"name='{name}'"):
+        vtags = mv.tags or {}
+        if vtags.get("gate") not in _AUTO_PASSED:
+            continue
+        at = datetime.fromtimestamp(
+            (mv.last_updated_timestamp or mv.creation_timestamp) / 1000, tz=UTC
+        )
+        champion = vtags.get("gate_champion", "").rpartition(":")[2]
+        rows.append(
+            {
+                "at": at.isoformat(timespec="seconds"),
+                "by": "training gate (automatic)",
+                "kind": "automatic",
+                "from_version": int(champion) if champion.isdigit() else None,
+                "to_version": int(mv.version),
+                "gate": vtags.get("gate_reason") or f"gate {vtags['gate']}",
+                "forced": False,
+                "reason": vtags.get("gate_reason", ""),
+                "_order": at.strftime("%Y%m%dT%H%M%S.%fZ"),
+            }
+        )
+    if not rows:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    df = pd.DataFrame(rows).sort_values("_order", ascending=False).drop(columns="_order")
+    extra = [c for c in df.columns if c not in HISTORY_COLUMNS]
+    return df[[c for c in HISTORY_COLUMNS if c in df.columns] + extra].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- control messages

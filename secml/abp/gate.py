@@ -174,6 +174,36 @@ def load_version(version: str, model_name: str = MODEL_NAME) -> xgb.Booster:
     return mlflow.xgboost.load_model(f"models:/{model_name}/{version}")
 
 
+def decide(
+    recall: float,
+    min_recall: float,
+    target_fpr: float,
+    f1: float,
+    production: str | None = None,
+    production_recall: float | None = None,
+    same_data: bool = True,
+) -> tuple[bool, str]:
+    """The gate's rule (one home, also used for hand promotions): ``(promote?, reason)``.
+
+    Promote when recall at ``target_fpr`` reaches ``min_recall`` and is not below
+    production's (``same_data``: production was re-scored on the same rows).
+    """
+    at = f"recall at FPR <= {target_fpr:g}"
+    where = "on the same data" if same_data else "as recorded at training"
+    if not recall >= min_recall:
+        return False, f"{at} {recall:.4f} is below the minimum {min_recall:.4f}"
+    if production_recall is not None and recall < production_recall:
+        return False, (
+            f"{at} {recall:.4f} is worse than production v{production} "
+            f"({production_recall:.4f}) {where}"
+        )
+    return True, f"{at} {recall:.4f} >= minimum {min_recall:.4f}, F1 {f1:.4f}" + (
+        f" and >= production v{production} ({production_recall:.4f})"
+        if production_recall is not None
+        else " (no production version yet)"
+    )
+
+
 def gate(
     version: str,
     new_metrics: dict[str, float],
@@ -204,22 +234,7 @@ def gate(
         prod_f1 = evaluate(
             test.y, prod_scores, test.profile, booster_threshold(prod_booster), target_fpr
         )["f1"]
-    at = f"recall at FPR <= {target_fpr:g}"
-    if not recall >= min_recall:
-        promoted, reason = False, f"{at} {recall:.4f} is below the minimum {min_recall:.4f}"
-    elif prod_recall is not None and recall < prod_recall:
-        promoted = False
-        reason = (
-            f"{at} {recall:.4f} is worse than production v{prod} ({prod_recall:.4f}) "
-            "on the same data"
-        )
-    else:
-        promoted = True
-        reason = f"{at} {recall:.4f} >= minimum {min_recall:.4f}, F1 {f1:.4f}" + (
-            f" and >= production v{prod} ({prod_recall:.4f})"
-            if prod_recall is not None
-            else " (no production version yet)"
-        )
+    promoted, reason = decide(recall, min_recall, target_fpr, f1, prod, prod_recall)
     client = _client()
     if promoted:
         client.set_registered_model_alias(model_name, PROD_ALIAS, version)

@@ -111,15 +111,23 @@ def mlflow_client(registry_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=registry_uri, registry_uri=registry_uri)
 
 
+def _recall(r: float, f1: float = 0.9) -> dict[str, float]:
+    """ABP metrics as abp-train logs them: recall at the target FPR decides, F1 is recorded."""
+    return {"target_fpr_recall": r, "f1": f1}
+
+
 def test_abp_gate_promotes_only_better_models(mlflow_client) -> None:
-    settings = Settings(abp_min_f1=0.9)
+    settings = Settings(abp_min_recall=0.9, abp_target_fpr=0.001)
     name = f"abp-nvsmi-{uuid.uuid4().hex[:6]}"
-    make_model(mlflow_client, name, [{"f1": 0.95}, {"f1": 0.97}, {"f1": 0.80}, {"f1": 0.93}])
+    # v3 has the best F1 but too little recall at the target FPR: the gate must refuse it
+    versions = [_recall(0.95), _recall(0.97, 0.5), _recall(0.80, 0.99), _recall(0.93)]
+    make_model(mlflow_client, name, versions)
     mlflow_client.set_registered_model_alias(name, "production", "1")
     event = backend.promote(mlflow_client, settings, name, 2, "alice")
     assert event["kind"] == "promote" and event["gate_passed"] and event["from_version"] == 1
+    assert "recall at FPR <= 0.001 0.9700" in event["gate"]
     assert backend.production_version(mlflow_client, name) == 2
-    with pytest.raises(backend.BackendError, match="below the minimum 0.9"):
+    with pytest.raises(backend.BackendError, match="below the minimum 0.9000"):
         backend.promote(mlflow_client, settings, name, 3, "alice")
     with pytest.raises(backend.BackendError, match="worse than production v2"):
         backend.promote(mlflow_client, settings, name, 4, "alice")
@@ -140,7 +148,7 @@ def test_abp_gate_promotes_only_better_models(mlflow_client) -> None:
     versions = backend.model_versions(mlflow_client, name)
     assert list(versions["version"]) == [4, 3, 2, 1]
     assert versions.set_index("version").loc[1, "aliases"] == "production"
-    assert versions.set_index("version").loc[3, "metric.f1"] == pytest.approx(0.8)
+    assert versions.set_index("version").loc[3, "metric.target_fpr_recall"] == pytest.approx(0.8)
 
 
 def test_dfp_gate_uses_validation_loss_with_tolerance(mlflow_client) -> None:
@@ -159,9 +167,41 @@ def test_gate_without_metric_refuses(mlflow_client) -> None:
     name = f"abp-nvsmi-{uuid.uuid4().hex[:6]}"
     make_model(mlflow_client, name, [{"accuracy": 0.99}])
     ok, why = backend.gate_check(mlflow_client, Settings(), name, 1)
-    assert not ok and "no F1 metric" in why
+    assert not ok and "no recall at the target FPR" in why
     with pytest.raises(backend.BackendError, match="sign in"):
         backend.promote(mlflow_client, Settings(), name, 1, "")
+
+
+def test_ui_gate_is_the_training_gate_rule(mlflow_client) -> None:
+    from secml.abp.gate import decide
+
+    settings = Settings(abp_min_recall=0.6, abp_target_fpr=0.002)
+    name = f"abp-nvsmi-{uuid.uuid4().hex[:6]}"
+    make_model(mlflow_client, name, [_recall(0.7), _recall(0.65), _recall(0.75)])
+    mlflow_client.set_registered_model_alias(name, "production", "1")
+    for v, recall in ((2, 0.65), (3, 0.75)):
+        expected = decide(recall, 0.6, 0.002, 0.9, "1", 0.7, same_data=False)
+        assert backend.gate_check(mlflow_client, settings, name, v) == expected
+    assert not backend.gate_check(mlflow_client, settings, name, 2)[0]
+    assert backend.gate_check(mlflow_client, settings, name, 3)[0]
+
+
+def test_history_includes_the_training_gates_automatic_promotions(mlflow_client) -> None:
+    name = f"dfp-duo-{uuid.uuid4().hex[:6]}"
+    make_model(mlflow_client, name, [{"val_loss": 1.0}, {"val_loss": 0.9}, {"val_loss": 2.0}])
+    # what secml.dfp.train.promote_if_not_worse writes when it moves the alias by itself
+    mlflow_client.set_model_version_tag(name, "1", "gate", "promoted")
+    mlflow_client.set_model_version_tag(name, "2", "gate", "promoted")
+    mlflow_client.set_model_version_tag(name, "2", "gate_champion", f"{name}:1")
+    mlflow_client.set_model_version_tag(name, "3", "gate", "rejected")
+    mlflow_client.set_registered_model_alias(name, "production", "2")
+    backend.promote(mlflow_client, Settings(), name, 1, "erin", force=True, reason="drift")
+    hist = backend.promotion_history(mlflow_client, name)
+    assert list(hist["to_version"]) == [1, 2, 1]
+    assert list(hist["kind"]) == ["rollback", "automatic", "automatic"]
+    assert hist["by"].iloc[1] == "training gate (automatic)"
+    assert hist["from_version"].iloc[1] == 1
+    assert 3 not in set(hist["to_version"]), "a rejected version never held production"
 
 
 def test_registered_models_lists_aliases(mlflow_client) -> None:

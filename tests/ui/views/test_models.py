@@ -16,7 +16,7 @@ from ..conftest import frame_with, make_model, page_app, texts
 def registry(registry_uri: str, ui_settings, monkeypatch) -> MlflowClient:
     """Point the app at the session's SQLite registry."""
     monkeypatch.setenv("SECML_MLFLOW_TRACKING_URI", registry_uri)
-    monkeypatch.setenv("SECML_ABP_MIN_F1", "0.9")
+    monkeypatch.setenv("SECML_ABP_MIN_RECALL", "0.9")
     get_settings.cache_clear()
     return MlflowClient(tracking_uri=registry_uri, registry_uri=registry_uri)
 
@@ -32,7 +32,11 @@ def _promote(at, name: str, version: int, force: bool = False, reason: str = "")
 
 def test_versions_gate_force_and_history(registry) -> None:
     name = f"abp-nvsmi-{uuid.uuid4().hex[:6]}"
-    make_model(registry, name, [{"f1": 0.95}, {"f1": 0.97}, {"f1": 0.5}])
+    make_model(
+        registry,
+        name,
+        [{"target_fpr_recall": r, "f1": f1} for r, f1 in ((0.95, 0.9), (0.97, 0.97), (0.5, 1.0))],
+    )
     registry.set_registered_model_alias(name, "production", "1")
     at = page_app("models", user="dana").run()
     assert not at.exception
