@@ -60,6 +60,9 @@ class TrainParams:
     # threshold calibrated out of fold (0.60 vs 0.67 LOMO, 0.52 vs 0.62 independent).
     temporal: bool = False
     window: int = DEFAULT_WINDOW
+    # Score a GPU's pauses by its allocation episode (``secml.abp.latch``): a duty-cycled
+    # miner's idle samples, DAG still resident, carry the running score of its busy ones.
+    latch: bool = True
 
     def xgb_params(self) -> dict[str, Any]:
         """The booster parameters passed to ``xgb.train``."""
@@ -386,6 +389,7 @@ def train(ds: Dataset, params: TrainParams, evals: Dataset | None = None) -> xgb
         features=json.dumps(list(FEATURES + derived + temporal)),
         threshold=str(DEFAULT_THRESHOLD),
         window=str(params.window),
+        latch="1" if params.latch else "0",
     )
     return booster
 
@@ -434,6 +438,11 @@ def booster_temporal(booster: xgb.Booster) -> int:
     return int(booster.attr("window") or DEFAULT_WINDOW)
 
 
+def booster_latch(booster: xgb.Booster) -> bool:
+    """True when the booster's scores go through the per-GPU allocation latch."""
+    return booster.attr("latch") == "1"
+
+
 def booster_features(booster: xgb.Booster) -> tuple[str, ...]:
     """The columns the booster sees: the 18 raw features, any derived, any temporal ones."""
     return FEATURES + booster_derived(booster) + (TEMPORAL if booster_temporal(booster) else ())
@@ -452,7 +461,9 @@ def score(
     computed here, so every caller passes the same 18 columns; boosters trained on the
     18 alone get them unchanged. A booster with temporal features reads each GPU's history
     from ``state`` (rows keyed by ``uuids``, in time order per GPU), or from this call alone
-    when no state is given; ``T`` passes temporal features computed already.
+    when no state is given; ``T`` passes temporal features computed already. A booster with
+    the allocation latch (``latch`` attribute) has its scores folded through the same
+    state's per-GPU allocation episodes (``secml.abp.latch``).
     """
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2 or X.shape[1] != N_FEATURES:
@@ -460,10 +471,16 @@ def score(
     if len(X) == 0:
         return np.empty(0, dtype=np.float32)
     window = booster_temporal(booster)
+    latch = booster_latch(booster)
+    if (window or latch) and state is None:
+        state = TemporalState(window or DEFAULT_WINDOW)
     if window and T is None:
-        T = (state if state is not None else TemporalState(window)).features(X, uuids)
-    X = model_inputs(X, booster_derived(booster), T if window else None)
-    return np.asarray(booster.inplace_predict(X), dtype=np.float32).reshape(-1)
+        T = state.features(X, uuids)  # type: ignore[union-attr]
+    s = booster.inplace_predict(model_inputs(X, booster_derived(booster), T if window else None))
+    s = np.asarray(s, dtype=np.float32).reshape(-1)
+    if latch:
+        s = state.latch.apply(X, s, uuids)  # type: ignore[union-attr]
+    return s
 
 
 def score_dataset(booster: xgb.Booster, ds: Dataset) -> np.ndarray:
@@ -473,7 +490,14 @@ def score_dataset(booster: xgb.Booster, ds: Dataset) -> np.ndarray:
     if window:
         same = ds.T is not None and window == DEFAULT_WINDOW
         T = ds.T if same else temporal_of(ds.X, ds.gpu, ds.time, window)
-    return score(booster, ds.X, T=T)
+    if not booster_latch(booster):
+        return score(booster, ds.X, T=T)
+    order = np.lexsort((ds.time, ds.gpu))  # each GPU's rows in time order for the latch
+    out = np.empty(len(ds), dtype=np.float32)
+    out[order] = score(
+        booster, ds.X[order], ds.gpu[order].tolist(), T=None if T is None else T[order]
+    )
+    return out
 
 
 def calibrate_threshold(y: np.ndarray, scores: np.ndarray, target_fpr: float) -> float:

@@ -26,6 +26,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from secml.abp.features import FEATURE_SUFFIXES, N_FEATURES
+from secml.abp.latch import AllocationLatch
 
 DEFAULT_WINDOW = 20
 TEMPORAL_PREFIX = "temporal."
@@ -108,6 +109,9 @@ class TemporalState:
             raise ValueError(f"window must be >= 2 samples, got {window}")
         self.window = window
         self.max_gpus = max_gpus
+        # the allocation latch applied to the model's scores (secml.abp.latch) lives here too, so
+        # whoever carries a GPU's windows carries its allocation episode
+        self.latch = AllocationLatch(max_gpus)
         self._gpus: OrderedDict[str, _Gpu] = OrderedDict()
 
     def __len__(self) -> int:
@@ -121,6 +125,7 @@ class TemporalState:
     def reset(self) -> None:
         """Forget every GPU."""
         self._gpus.clear()
+        self.latch.reset()
 
     def features(self, X: np.ndarray, uuids: Sequence[str | None] | None = None) -> np.ndarray:
         """The (n, K) float32 temporal features of raw rows ``X``, updating each GPU's history.

@@ -37,7 +37,9 @@ def test_cli_jsonlines_end_to_end_in_a_subprocess(fleet, tmp_path: Path) -> None
         assert {k: got[k] for k in src} == src  # input columns untouched
         assert got["mining"] in (0, 1) and 0 <= got["mining_score"] <= 1
     flags = np.array([r["mining"] for r in rows])
-    expected = (m.score(fleet.booster, to_matrix(fleet.records)) >= 0.5).astype(int)
+    # the same per-GPU history (temporal windows, allocation latch) as the pipeline: file order
+    uuids = [r.get("nvidia_smi_log.gpu.uuid") for r in fleet.records]
+    expected = (m.score(fleet.booster, to_matrix(fleet.records), uuids) >= 0.5).astype(int)
     assert np.array_equal(flags, expected)
     assert (flags == _labels(fleet)).mean() > 0.95
     assert f"rows={len(rows)}" in proc.stderr and f"flagged={flags.sum()}" in proc.stderr
@@ -60,7 +62,8 @@ def test_csv_in_csv_out_with_globs(fleet, tmp_path: Path) -> None:
     assert code == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 100 and list(rows[0]) == [*cols, "mining", "mining_score"]
-    expected = m.score(fleet.booster, to_matrix(fleet.records[:100]))
+    uuids = [r.get("nvidia_smi_log.gpu.uuid") for r in fleet.records[:100]]
+    expected = m.score(fleet.booster, to_matrix(fleet.records[:100]), uuids)
     np.testing.assert_allclose([float(r["mining_score"]) for r in rows], expected, atol=1e-6)
 
 
