@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     ui_auth: Literal["local", "oidc"] = "local"
     ui_oidc_provider: str | None = None
     ui_refresh_s: float = 5.0
+    ui_session_hours: float = Field(
+        12.0, gt=0, description="UI: how long a sign-in survives reloads and deep links"
+    )
+    # signs the UI's session cookie; None: derived from ui_password (changing it signs all out)
+    ui_session_secret: SecretStr | None = None
+    ui_page_size: int = Field(50, ge=10, le=500, description="UI: events per Detections page")
 
     # bus
     kafka_port: int = 9092

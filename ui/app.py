@@ -1,6 +1,8 @@
 """Entry point of the analyst app: ``streamlit run ui/app.py``.
 
-Signs the analyst in, then routes between the pages with ``st.navigation``.
+Signs the analyst in, then routes between the pages with ``st.navigation``. Every page is
+registered even before sign-in, so a deep link (``/detections?detection=42``) keeps its path
+and query parameters through the sign-in form and opens once the analyst is in.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import auth, clients
-from ui.views import control, detections, home, labels, models, monitoring, training
+from ui.views import compare, control, detections, home, labels, models, monitoring, training
 
 # (render function, title, material icon, url path); the first is the default page.
 _PAGES = [
@@ -17,6 +19,7 @@ _PAGES = [
     (labels.render, "Labels", "label", "labels"),
     (training.render, "Training", "model_training", "training"),
     (models.render, "Models", "inventory_2", "models"),
+    (compare.render, "Compare runs", "compare_arrows", "compare"),
     (control.render, "Control messages", "send", "control"),
     (monitoring.render, "Monitoring", "monitoring", "monitoring"),
 ]
@@ -26,18 +29,15 @@ PAGES = [
 ]
 
 
-def _sign_in() -> None:
-    """The sign-in page."""
-    auth.sign_in_page(clients.settings())
-
-
 def main() -> None:
     """Sign in, then show the navigation and the chosen page."""
     st.set_page_config(page_title="secml analyst", page_icon=":material/shield:", layout="wide")
     settings = clients.settings()
     user = auth.current_user(settings)
+    auth.persist_session(settings)
     if not user:
-        st.navigation([st.Page(_sign_in, title="Sign in", default=True)], position="hidden").run()
+        st.navigation(PAGES, position="hidden")  # resolves the URL's page; shown after sign-in
+        auth.sign_in_page(settings)
         return
     with st.sidebar:
         st.caption(f"Signed in as **{user}**")

@@ -168,6 +168,22 @@ def label_detections(
     return done
 
 
+def label_events(
+    store: Any, ids: Iterable[int], label: str, user: str, note: str = ""
+) -> list[int]:
+    """Label the event of each detection id once (``DetectionStore.label_event``); return ids."""
+    if label not in LABELS:
+        raise BackendError(f"label must be one of {LABELS}, got {label!r}")
+    if not user:
+        raise BackendError("a label needs the analyst's name: sign in first")
+    done = []
+    for det_id in ids:
+        store.label_event(int(det_id), label, user=user, note=note)
+        done.append(int(det_id))
+    log.info("%s labelled %d event(s) %s", user, len(done), label)
+    return done
+
+
 def precision_by_version(labelled: pd.DataFrame) -> pd.DataFrame:
     """Label-based precision per (detector, model version): TP / (TP + FP) of labelled ones."""
     cols = ["detector", "model_version", "true_positive", "false_positive", "labelled", "precision"]
@@ -631,3 +647,223 @@ def prometheus_range(
 def _legend(fmt: str, labels: Mapping[str, str]) -> str:
     """Apply a Grafana ``{{label}}`` legend format."""
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), fmt or "")
+
+
+def prometheus_alerts(http: Any, base_url: str) -> pd.DataFrame:
+    """Alerts Prometheus holds now (``/api/v1/alerts``): firing first, then pending."""
+    cols = ["alert", "state", "severity", "since", "summary", "labels"]
+    resp = http.get(f"{base_url.rstrip('/')}/api/v1/alerts", timeout=3.0)
+    body = resp.json()
+    if body.get("status") != "success":
+        raise BackendError(f"Prometheus refused the alerts query: {body.get('error', '?')}")
+    rows = []
+    for a in body["data"].get("alerts", []):
+        labels = dict(a.get("labels") or {})
+        ann = dict(a.get("annotations") or {})
+        rows.append(
+            {
+                "alert": labels.pop("alertname", "?"),
+                "state": a.get("state", "?"),
+                "severity": labels.pop("severity", ""),
+                "since": pd.to_datetime(a.get("activeAt"), utc=True, errors="coerce"),
+                "summary": ann.get("summary") or ann.get("description") or "",
+                "labels": ", ".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            }
+        )
+    df = pd.DataFrame(rows, columns=cols)
+    order = {"firing": 0, "pending": 1}
+    return df.sort_values(
+        ["state", "since"], key=lambda s: s.map(order) if s.name == "state" else s
+    ).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- explanations
+
+
+def split_model_version(model_version: str) -> tuple[str, str]:
+    """``"abp-nvsmi-xgb:3"`` -> ``("abp-nvsmi-xgb", "3")``; BackendError when malformed."""
+    name, _, version = str(model_version).rpartition(":")
+    if not name or not version.isdigit():
+        raise BackendError(f"model version {model_version!r} is not '<registered name>:<n>'")
+    return name, version
+
+
+def load_abp_booster(tracking_uri: str, model_version: str) -> Any:
+    """The XGBoost booster of one registered ABP version, downloaded from MLflow."""
+    import tempfile
+
+    from mlflow.artifacts import download_artifacts
+
+    from secml.abp.model import load_booster
+
+    name, version = split_model_version(model_version)
+    with tempfile.TemporaryDirectory(prefix="abp-explain-") as tmp:
+        try:
+            path = Path(
+                download_artifacts(
+                    artifact_uri=f"models:/{name}/{version}",
+                    dst_path=tmp,
+                    tracking_uri=tracking_uri,
+                )
+            )
+        except Exception as exc:
+            raise BackendError(
+                f"cannot load {name} v{version} from MLflow at {tracking_uri}: {exc}"
+            ) from exc
+        files = sorted(path.rglob("model.ubj")) or sorted(path.rglob("model.json"))
+        if not files:
+            raise BackendError(f"{name} v{version} has no XGBoost model file in MLflow")
+        return load_booster(str(files[0]))
+
+
+def abp_explanation(booster: Any, row: Mapping[str, Any]) -> Any:
+    """``secml.abp.explain.Explanation`` of a stored ABP detection, at its stored threshold."""
+    from secml.abp.explain import explain
+
+    details = _as_dict(row.get("details"))
+    threshold = details.get("threshold")
+    record = _as_dict(row.get("record"))
+    if not record:
+        raise BackendError("the detection holds no raw record to explain")
+    return explain(booster, record, None if threshold is None else float(threshold))
+
+
+def dfp_expected_actual(row: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per feature: the value seen, what the user's model expected, and |z|; plus the scoring
+    facts (score kind, threshold, mean |z|, reasons) kept with the detection."""
+    details = _as_dict(row.get("details"))
+    items = details.get("top_features") or details.get("top") or []
+    rows = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, Mapping) or "feature" not in item:
+            continue
+        rows.append(
+            {
+                "feature": str(item["feature"]),
+                "actual": item.get("value"),
+                "expected": item.get("expected"),
+                "abs_z": abs(float(item["z"])) if _is_number(item.get("z")) else None,
+            }
+        )
+    if not rows:
+        rows = [
+            {"feature": f, "actual": None, "expected": None, "abs_z": z}
+            for f, z in sorted(z_scores(row).items(), key=lambda t: -t[1])
+        ]
+    table = pd.DataFrame(rows, columns=["feature", "actual", "expected", "abs_z"])
+    for col in ("actual", "expected"):  # mixed numbers and words: show them as text
+        table[col] = table[col].map(lambda v: "" if v is None else str(v))
+    facts = {
+        "score_kind": details.get("score_kind", "mean_abs_z"),
+        "threshold": details.get("threshold"),
+        "mean_abs_z": details.get("mean_abs_z"),
+        "reasons": details.get("reasons", ""),
+    }
+    return table, facts
+
+
+# ---------------------------------------------------------------- run and message status
+
+
+def run_status(client: Any, settings: Settings, run_id: str) -> RunInfo:
+    """The current state of one flow run."""
+    run = client.read_flow_run(run_id)
+    names = {}
+    if run.deployment_id:
+        try:
+            dep = client.read_deployment(run.deployment_id)
+            names[run.deployment_id] = dep.name
+        except Exception:  # a deleted deployment must not hide the run
+            log.warning("deployment %s of run %s unreadable", run.deployment_id, run_id)
+    return _run_info(run, names.get(run.deployment_id, "?"), settings)
+
+
+def message_dispatch_keys(message: Mapping[str, Any], message_id: str) -> list[str]:
+    """The Prefect idempotency keys the control-message consumer gives this message's runs."""
+    from secml.control import parse_control_message
+    from training.consumer.validation import plan_dispatches
+
+    msg = parse_control_message({**dict(message), "id": message_id})
+    return [d.idempotency_key for d in plan_dispatches(msg)]  # [] for a load-only message
+
+
+def message_runs(client: Any, settings: Settings, keys: Iterable[str]) -> list[RunInfo]:
+    """Flow runs the consumer created for a control message (found by idempotency key)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    keys = list(keys)
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=keys))
+    )
+    deployment = {k: k.split(":")[-1] for k in keys}
+    return [
+        _run_info(r, deployment.get(r.idempotency_key or "", "?"), settings)
+        for r in sorted(runs, key=lambda r: r.created or datetime.min.replace(tzinfo=UTC))
+    ]
+
+
+# ---------------------------------------------------------------- run comparison
+
+# How the comparison page groups metrics by name (first match wins).
+METRIC_GROUPS: tuple[tuple[str, str], ...] = (
+    ("per GPU model", r"(gpu_model|product|board|lomo)"),
+    ("per mining profile / attack type", r"^(recall_|incident_recall_|attack_)"),
+    ("FPR per benign kind", r"^(fpr_|specificity_|benign_)"),
+    ("rows per segment", r"^rows_"),
+)
+
+
+def metric_group(name: str) -> str:
+    """The comparison group of a metric name (``overall`` when no pattern matches)."""
+    for group, pattern in METRIC_GROUPS:
+        if re.search(pattern, name):
+            return group
+    return "overall"
+
+
+def compare_versions(client: Any, name: str, versions: Iterable[int]) -> pd.DataFrame:
+    """Metrics of several versions side by side: one row per metric, one column per version,
+    with the metric's ``group`` (:data:`METRIC_GROUPS`)."""
+    cols: dict[str, dict[str, float]] = {}
+    for v in versions:
+        cols[f"v{int(v)}"] = _version_metrics(client, name, int(v))
+    if not cols:
+        return pd.DataFrame(columns=["group", "metric"])
+    df = pd.DataFrame(cols)
+    df.index.name = "metric"
+    df = df.reset_index()
+    df.insert(0, "group", df["metric"].map(metric_group))
+    return df.sort_values(["group", "metric"]).reset_index(drop=True)
+
+
+def version_runs(client: Any, name: str, versions: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """``version -> (run id, experiment id)`` for versions that came from a run."""
+    out = {}
+    for v in versions:
+        mv = client.get_model_version(name, str(int(v)))
+        if mv.run_id:
+            out[int(v)] = (mv.run_id, client.get_run(mv.run_id).info.experiment_id)
+    return out
+
+
+def mlflow_compare_url(settings: Settings, runs: Mapping[int, tuple[str, str]]) -> str:
+    """Link to MLflow's run-comparison view for the given runs."""
+    from urllib.parse import quote
+
+    ids = json.dumps([r for r, _ in runs.values()])
+    exps = json.dumps(sorted({e for _, e in runs.values()}))
+    base = str(settings.mlflow_tracking_uri).rstrip("/")
+    return f"{base}/#/compare-runs?runs={quote(ids)}&experiments={quote(exps)}"
+
+
+def version_plots(client: Any, run_id: str) -> list[str]:
+    """Image artifacts of a run under ``plots/`` (score distributions, ROC, per profile)."""
+    try:
+        return sorted(
+            f.path
+            for f in client.list_artifacts(run_id, "plots")
+            if f.path.endswith((".png", ".svg", ".jpg"))
+        )
+    except Exception as exc:
+        log.warning("artifacts of run %s unreadable: %s", run_id, exc)
+        return []

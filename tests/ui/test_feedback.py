@@ -26,11 +26,12 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 def _label_in_app(det_id: int, label: str, user: str = "analyst") -> None:
     """Open the detection on the Detections page and store a label, as an analyst does."""
-    at = page_app("detections", user=user).run()
-    at.selectbox(key="open_detection").select(det_id).run()
+    at = page_app("detections", user=user)
+    at.query_params["detection"] = str(det_id)  # the deep link an alert or a colleague sends
+    at.run()
     at.radio(key=f"label-{det_id}-l").set_value(label)
     at.text_input(key=f"label-{det_id}-n").input(f"{label} from the feedback test")
-    next(b for b in at.button if b.label == "Save label for 1 detection(s)").click().run()
+    next(b for b in at.button if b.label == "Save label for 1 event(s)").click().run()
     assert not at.exception
     assert any(f"#{det_id}" in s for s in texts(at.success)), texts(at.error)
 

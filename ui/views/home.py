@@ -1,13 +1,16 @@
-"""Home: the state of every service of the platform."""
+"""Home: the analyst's triage — events per detector, unlabelled work, detections over time,
+alerts firing in Prometheus — then the state of every service of the platform."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ui import clients
+from ui import backend, clients
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +34,87 @@ def service_table() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["service", "url", "state", "pid", "memory_mb"])
 
 
+WINDOWS = {"24 hours": (1, "hour"), "7 days": (7, "hour"), "30 days": (30, "day"),
+           "all time": (None, "day")}  # fmt: skip
+
+
+def _counts(store) -> None:
+    """Per detector: events, unlabelled events, detections; links to the unlabelled queue."""
+    summary = store.summary()
+    if summary.empty:
+        st.info("No detections yet. `make demo` sends traffic that produces some.")
+        return
+    cols = st.columns(len(summary) + 1)
+    cols[0].metric("Unlabelled events", f"{int(summary['unlabelled'].sum()):,}")
+    for col, row in zip(cols[1:], summary.itertuples(), strict=True):
+        col.metric(
+            f"{row.detector.upper()} events",
+            f"{row.events:,}",
+            help=f"{row.detections:,} detections (a record scored again counts once)",
+        )
+        col.markdown(
+            f"[{row.unlabelled:,} unlabelled {row.detector.upper()} events →]"
+            f"(detections?detector={row.detector}&label=unlabelled)"
+        )
+    st.dataframe(summary, hide_index=True, key="triage_counts")
+
+
+def _timeline(store) -> None:
+    """Detections over time per detector (bars per hour or day)."""
+    c1, _ = st.columns([1, 3])
+    window = c1.selectbox("Window", list(WINDOWS), index=1, key="home_window")
+    days, bucket = WINDOWS[window]
+    since = datetime.now(UTC) - timedelta(days=days) if days else None
+    tl = store.timeline(bucket, since=since)
+    if tl.empty:
+        st.caption(f"No detections in the last {window}.")
+        return
+    chart = (
+        alt.Chart(tl)
+        .mark_bar()
+        .encode(
+            x=alt.X("time:T", title=f"event time (UTC, per {bucket})"),
+            y=alt.Y("detections:Q", title=f"detections per {bucket}", stack=True),
+            color=alt.Color("detector:N", title="detector"),
+            tooltip=[alt.Tooltip("time:T", title=bucket), "detector", "detections"],
+        )
+        .properties(height=260)
+    )
+    st.altair_chart(chart, width="stretch")
+
+
+def _alerts(settings) -> None:
+    """Alerts firing (and pending) in Prometheus now."""
+    try:
+        alerts = backend.prometheus_alerts(clients.http(), str(settings.prometheus_url))
+    except Exception as exc:
+        st.warning(f"Prometheus at {settings.prometheus_url} is not available: {exc}")
+        return
+    firing = int((alerts["state"] == "firing").sum())
+    if alerts.empty:
+        st.success("No alerts firing.")
+        return
+    st.metric("Alerts firing", firing, help="pending alerts are listed too")
+    st.dataframe(alerts, hide_index=True, key="alerts")
+
+
 def render() -> None:
     """Render the Home page."""
     st.title("Security ML platform")
     st.caption("DFP login fingerprinting and ABP GPU-mining detection: label, retrain, promote.")
+    settings = clients.settings()
+    st.subheader("Triage")
+    try:
+        store = clients.store(str(settings.store_url))
+        _counts(store)
+        st.subheader("Detections over time")
+        _timeline(store)
+    except Exception as exc:
+        log.exception("store unavailable")
+        st.error(f"The detections store at {settings.store_url} is not available: {exc}")
+    st.subheader("Alerts")
+    _alerts(settings)
+    st.subheader("Services")
     try:
         table = service_table()
     except ImportError as exc:

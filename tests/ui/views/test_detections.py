@@ -1,61 +1,169 @@
-"""AppTest of the Detections page: filter, open, label one and in bulk."""
+"""AppTest of the Detections page: one row per event, server-side paging/sort/filter, URL state,
+DFP expected-vs-actual, labels that apply to the event, bulk labels."""
 
 from __future__ import annotations
 
-from ..conftest import page_app, texts
+from secml.store import event_id
+
+from ..conftest import detection_rows, frame_with, page_app, texts
 
 
-def test_lists_and_filters_detections(seeded_store) -> None:
+def _caption(at) -> str:
+    """The pager's caption ("Page x of y · n events match")."""
+    return next(c for c in texts(at.caption) if "events match" in c)
+
+
+def _qp(at, name: str) -> str | None:
+    """One URL query parameter of the AppTest run (a single value)."""
+    value = at.query_params.get(name)
+    return value[-1] if isinstance(value, list) else value
+
+
+def _with_duplicates(store) -> list[int]:
+    """The seeded rows, the first one scored twice more (as repeated traffic does)."""
+    first = detection_rows()[0]
+    return store.add_detections([first | {"score": 3.0}, first | {"score": 5.5}])
+
+
+def test_one_row_per_event_and_filters(seeded_store) -> None:
+    dup_ids = _with_duplicates(seeded_store)
     at = page_app("detections").run()
     assert not at.exception
-    assert "4 detections match, 4 unlabelled." in texts(at.caption)
+    assert _caption(at) == "Page 1 of 1 · 4 events match"
+    table = frame_with(at, "n_detections")
+    assert len(table) == 4, "6 detections of 4 records are 4 rows"
+    alice = table[table["score"] == 5.5].iloc[0]
+    assert alice["n_detections"] == 3 and alice["detection_id"] == dup_ids[-1]
     at.multiselect(key="f_detector").select("dfp").run()
-    assert "3 detections match, 3 unlabelled." in texts(at.caption)
+    assert _caption(at) == "Page 1 of 1 · 3 events match"
+    assert _qp(at, "detector") == "dfp"
     at.multiselect(key="f_source").select("azure").run()
-    assert "1 detections match, 1 unlabelled." in texts(at.caption)
+    assert _caption(at) == "Page 1 of 1 · 1 events match"
     at.number_input(key="f_score").set_value(3.0).run()
-    assert "0 detections match, 0 unlabelled." in texts(at.caption)
+    assert _caption(at) == "Page 1 of 1 · 0 events match"
+    assert _qp(at, "min_score") == "3"
 
 
-def test_open_detection_shows_event_zscores_model_history_and_labels(seeded_store) -> None:
-    df = seeded_store.detections()
-    det_id = int(df[df["score"] == 4.7]["detection_id"].iloc[0])
-    at = page_app("detections", user="carol").run()
-    at.selectbox(key="open_detection").select(det_id).run()
+def test_sort_and_pages_run_in_the_store(ui_settings) -> None:
+    from secml.store import DetectionStore
+
+    store = DetectionStore(str(ui_settings.store_url))
+    base = detection_rows()[2]
+    store.add_detections(
+        [base | {"score": float(i), "record": {**base["record"], "n": i}} for i in range(120)]
+    )
+    at = page_app("detections").run()
+    assert _caption(at) == "Page 1 of 3 · 120 events match"
+    at.selectbox(key="f_sort").select("score").run()
+    assert list(frame_with(at, "n_detections")["score"][:3]) == [119.0, 118.0, 117.0]
+    next(b for b in at.button if b.label == "Next ›").click().run()
+    assert _caption(at) == "Page 2 of 3 · 120 events match"
+    assert list(frame_with(at, "n_detections")["score"][:2]) == [69.0, 68.0]
+    assert _qp(at, "page") == "2" and _qp(at, "sort") == "score"
+    at.selectbox(key="f_order").select("asc").run()
+    assert _caption(at) == "Page 2 of 3 · 120 events match"
+    assert list(frame_with(at, "n_detections")["score"][:2]) == [50.0, 51.0]
+    at.selectbox(key="f_label").select("unlabelled").run()
+    assert _caption(at) == "Page 1 of 3 · 120 events match", "a new filter goes back to page 1"
+
+
+def test_url_opens_the_same_view_after_a_reload(seeded_store) -> None:
+    dfp = seeded_store.detections(detector="dfp")
+    det_id = int(dfp[dfp["score"] == 4.7]["detection_id"].iloc[0])
+    at = page_app("detections")
+    for k, v in {"detector": "dfp", "label": "unlabelled", "sort": "score",
+                 "detection": str(det_id)}.items():  # fmt: skip
+        at.query_params[k] = v
+    at.run()
     assert not at.exception
-    assert texts(at.metric) == ["4.700"]
-    facts = texts(at.markdown)
-    assert any(
-        "**Scored by** `dfp-duo-alice_40example.com:3`" in m and "**User** `alice@example.com`" in m
-        for m in facts
-    ), facts
-    assert at.json, "the raw event is shown"
+    assert at.multiselect(key="f_detector").value == ["dfp"]
+    assert at.selectbox(key="f_label").value == "unlabelled"
+    assert at.selectbox(key="f_sort").value == "score"
+    assert _caption(at) == "Page 1 of 1 · 3 events match"
+    assert f"Detection #{det_id}" in texts(at.subheader)
+    assert _qp(at, "detection") == str(det_id), "the open detection stays in the URL"
+
+
+def test_bad_url_parameters_are_named_and_ignored(seeded_store) -> None:
+    at = page_app("detections")
+    at.query_params["min_score"] = "lots"
+    at.query_params["detection"] = "abc"
+    at.run()
+    assert not at.exception
+    warnings = texts(at.warning)
+    assert any("min_score='lots'" in w for w in warnings), warnings
+    assert any("detection='abc'" in w for w in warnings), warnings
+    assert _caption(at) == "Page 1 of 1 · 4 events match"
+
+
+def test_dfp_detail_shows_expected_vs_actual_and_threshold(seeded_store) -> None:
+    (det_id,) = seeded_store.add_detections(
+        [
+            detection_rows()[1]
+            | {
+                "record": {"n": 99},
+                "details": {
+                    "threshold": 2.0,
+                    "mean_abs_z": 3.4,
+                    "score_kind": "mean_abs_z",
+                    "top_features": [
+                        {"feature": "locationcity", "z": 6.1, "value": "Lagos",
+                         "expected": "Lyon"},
+                        {"feature": "logcount", "z": -2.5, "value": 41, "expected": 3.2},
+                    ],
+                },
+            }
+        ]
+    )  # fmt: skip
+    at = page_app("detections")
+    at.query_params["detection"] = str(det_id)
+    at.run()
+    assert not at.exception
+    assert texts(at.metric)[:3] == ["2.300", "2.000", "3.40"]
+    table = frame_with(at, "expected")
+    assert list(table["feature"]) == ["locationcity", "logcount"]
+    assert list(table["actual"]) == ["Lagos", "41"] and list(table["expected"]) == ["Lyon", "3.2"]
+    assert list(table["abs_z"]) == [6.1, 2.5]
+    assert len(at.get("vega_lite_chart")) == 1, "the |z| chart is drawn"
+
+
+def test_label_applies_to_the_event(seeded_store) -> None:
+    dup_ids = _with_duplicates(seeded_store)
+    at = page_app("detections", user="carol")
+    at.query_params["detection"] = str(dup_ids[0])
+    at.run()
+    assert any("scored **3** time(s)" in m for m in texts(at.markdown))
     assert "Not labelled yet." in texts(at.caption)
-    assert "**Recent history of alice@example.com** (1 other detections)" in texts(at.markdown)
-    assert len(at.get("vega_lite_chart")) == 1, "the z-score chart is drawn"
-    assert "This detector reports no per-feature z-scores." not in texts(at.caption)
-    at.radio(key=f"label-{det_id}-l").set_value("true_positive")
-    at.text_input(key=f"label-{det_id}-n").input("new country, new device")
-    at.button[0].click().run()
+    at.radio(key=f"label-{dup_ids[0]}-l").set_value("true_positive")
+    at.text_input(key=f"label-{dup_ids[0]}-n").input("new country, new device")
+    next(b for b in at.button if b.label == "Save label for 1 event(s)").click().run()
     assert not at.exception
-    assert f"Stored True positive for detection(s) #{det_id}" in texts(at.success)
-    hist = seeded_store.labels_history(det_id)
-    assert list(hist["label"]) == ["true_positive"]
-    assert list(hist["labelled_by"]) == ["carol"]
-    assert list(hist["note"]) == ["new country, new device"]
-    # a rerun (widget refresh) keeps the stored label and shows it as the latest
-    at.selectbox(key="open_detection").select(det_id).run()
+    assert f"Stored True positive for event(s) of detection(s) #{dup_ids[0]}" in texts(at.success)
     assert any("Latest label: **True positive** by carol" in i for i in texts(at.info))
-    at.toggle(key="f_unlabelled").set_value(True).run()
-    assert "3 detections match, 3 unlabelled." in texts(at.caption)
+    # one label event, on the event's latest detection; the event counts as labelled
+    hist = seeded_store.event_labels(dup_ids[0])
+    assert list(hist["detection_id"]) == [dup_ids[-1]] and list(hist["labelled_by"]) == ["carol"]
+    alice = event_id(detection_rows()[0]["record"])
+    assert list(seeded_store.events(label="true_positive").rows["event_id"]) == [alice]
+    at.selectbox(key="f_label").select("unlabelled").run()
+    assert _caption(at) == "Page 1 of 1 · 3 events match"
 
 
 def test_label_needs_a_signed_in_user(seeded_store) -> None:
-    at = page_app("detections", user="").run()
-    at.selectbox(key="open_detection").select(1).run()
-    at.button[0].click().run()
+    at = page_app("detections", user="")
+    at.query_params["detection"] = "1"
+    at.run()
+    next(b for b in at.button if b.label == "Save label for 1 event(s)").click().run()
     assert any("sign in first" in e for e in texts(at.error))
-    assert seeded_store.labels_history(1).empty
+    assert seeded_store.event_labels(1).empty
+
+
+def test_unknown_detection_is_named(seeded_store) -> None:
+    at = page_app("detections")
+    at.query_params["detection"] = "9999"
+    at.run()
+    assert not at.exception
+    assert "There is no detection #9999." in texts(at.error)
 
 
 def test_empty_store_says_how_to_get_detections(ui_settings) -> None:
@@ -75,20 +183,20 @@ def test_unreachable_store_is_reported(monkeypatch, ui_settings) -> None:
 
 def test_bulk_label_selected_rows(seeded_store) -> None:
     at = page_app("detections", user="erin").run()
-    table = at.dataframe[0].value
+    table = frame_with(at, "n_detections")
     # select the first and third rows of the table, as a click on their checkboxes does
     at.session_state["det_table"] = {"selection": {"rows": [0, 2], "columns": [], "cells": []}}
     at.run()
-    assert "**Bulk label 2 selected detections**" in texts(at.markdown)
+    assert "**Bulk label 2 selected events**" in texts(at.markdown)
     at.radio(key="label-bulk-l").set_value("false_positive")
     at.text_input(key="label-bulk-n").input("known render farm")
-    next(b for b in at.button if b.label == "Save label for 2 detection(s)").click().run()
+    next(b for b in at.button if b.label == "Save label for 2 event(s)").click().run()
     assert not at.exception
     picked = [int(table.iloc[i]["detection_id"]) for i in (0, 2)]
     for det_id in picked:
-        hist = seeded_store.labels_history(det_id)
+        hist = seeded_store.event_labels(det_id)
         assert list(hist["label"]) == ["false_positive"]
         assert list(hist["labelled_by"]) == ["erin"]
         assert list(hist["note"]) == ["known render farm"]
     others = set(table["detection_id"].astype(int)) - set(picked)
-    assert all(seeded_store.labels_history(i).empty for i in others)
+    assert all(seeded_store.event_labels(i).empty for i in others)

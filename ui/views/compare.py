@@ -1,0 +1,130 @@
+"""Compare runs: two or more versions of a model, their metrics side by side, their plots.
+
+Metrics are grouped by name (per mining profile / attack type, per GPU model, FPR per benign
+kind, overall) as the training and evaluation runs log them; the versions' plots (ROC curve,
+per-profile rates, score distributions where logged) sit next to each other; MLflow's own
+compare view is one click away. ``?model=<name>&versions=3,5`` opens a comparison directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import altair as alt
+import streamlit as st
+
+from ui import backend, clients
+
+log = logging.getLogger(__name__)
+
+
+def _seed_from_url(names: list[str]) -> None:
+    """Pick the model and versions the URL names, the first time the page runs."""
+    qp = st.query_params
+    if "cmp_model" not in st.session_state and qp.get("model") in names:
+        st.session_state["cmp_model"] = qp["model"]
+    if "cmp_versions" not in st.session_state and "versions" in qp:
+        try:
+            st.session_state["_cmp_url_versions"] = [int(v) for v in qp["versions"].split(",")]
+        except ValueError:
+            st.warning(f"Ignored URL parameter versions={qp['versions']!r}: not version numbers.")
+
+
+def _plots(client: Any, runs: dict[int, tuple[str, str]]) -> None:
+    """Each version's logged plots in one column per version."""
+    by_version = {v: backend.version_plots(client, run) for v, (run, _) in runs.items()}
+    names = sorted({p for paths in by_version.values() for p in paths})
+    if not names:
+        st.caption("These runs logged no plots.")
+        return
+    for name in names:
+        st.markdown(f"**{name.removeprefix('plots/')}**")
+        cols = st.columns(len(runs))
+        for col, (v, (run, _)) in zip(cols, runs.items(), strict=True):
+            if name in by_version[v]:
+                try:
+                    path = client.download_artifacts(run, name)
+                    col.image(path, caption=f"v{v}")
+                except Exception as exc:
+                    col.caption(f"v{v}: {exc}")
+            else:
+                col.caption(f"v{v}: not logged")
+
+
+def render() -> None:
+    """Render the Compare runs page."""
+    st.title("Compare runs")
+    settings = clients.settings()
+    client = clients.mlflow(str(settings.mlflow_tracking_uri))
+    try:
+        models = backend.registered_models(client)
+    except Exception as exc:
+        log.exception("mlflow unavailable")
+        st.error(f"The MLflow registry at {settings.mlflow_tracking_uri} is not available: {exc}")
+        return
+    if models.empty:
+        st.info("No registered models yet: run a training deployment.")
+        return
+    names = list(models["name"])
+    _seed_from_url(names)
+    name = st.selectbox("Model", names, key="cmp_model")
+    versions = backend.model_versions(client, name)
+    available = [int(v) for v in versions["version"]] if not versions.empty else []
+    wanted = st.session_state.pop("_cmp_url_versions", None)
+    if wanted is not None:
+        st.session_state["cmp_versions"] = [v for v in wanted if v in available]
+    elif "cmp_versions" not in st.session_state or not set(st.session_state["cmp_versions"]) <= set(
+        available
+    ):
+        st.session_state["cmp_versions"] = available[:2]
+    chosen = st.multiselect("Versions (two or more)", available, key="cmp_versions")
+    st.query_params.from_dict(
+        {"model": name, "versions": ",".join(str(v) for v in chosen)} if chosen else {}
+    )
+    if len(chosen) < 2:
+        st.info("Pick at least two versions to compare.")
+        return
+    try:
+        table = backend.compare_versions(client, name, chosen)
+        runs = backend.version_runs(client, name, chosen)
+    except Exception as exc:
+        log.exception("comparison failed")
+        st.error(f"Could not read the versions' runs from MLflow: {exc}")
+        return
+    if runs:
+        st.markdown(
+            f"[Open these runs in MLflow's compare view]"
+            f"({backend.mlflow_compare_url(settings, runs)})"
+        )
+    if table.empty:
+        st.caption("These versions' runs logged no metrics.")
+        return
+    vcols = [f"v{v}" for v in chosen]
+    for group in ["overall", *(g for g, _ in backend.METRIC_GROUPS)]:
+        part = table[table["group"] == group]
+        if part.empty:
+            continue
+        st.subheader(group.capitalize() if group == "overall" else group)
+        st.dataframe(
+            part[["metric", *vcols]], hide_index=True, key=f"cmp_{group}",
+            column_config={c: st.column_config.NumberColumn(c, format="%.4f") for c in vcols},
+        )  # fmt: skip
+        rates = part[part["metric"].str.match(r"^(recall|specificity|fpr|precision)")]
+        if group != "overall" and not rates.empty:
+            long = rates.melt("metric", vcols, var_name="version", value_name="value")
+            chart = (
+                alt.Chart(long)
+                .mark_bar()
+                .encode(
+                    x=alt.X("value:Q", title="rate (0–1)", scale=alt.Scale(domain=[0, 1])),
+                    y=alt.Y("metric:N", title=None),
+                    yOffset="version:N",
+                    color=alt.Color("version:N", title="version"),
+                    tooltip=["metric", "version", alt.Tooltip("value", format=".4f")],
+                )
+                .properties(height=max(120, 18 * len(long)))
+            )
+            st.altair_chart(chart, width="stretch")
+    st.subheader("Plots")
+    _plots(client, runs)
