@@ -21,22 +21,52 @@ def dashboards() -> list[dict[str, Any]]:
     return load_dashboards()
 
 
-def _panel(settings: Any, title: str, exprs: list[str], minutes: int) -> None:
-    """Draw one panel: a line chart of every query's series."""
+# Grafana unit ids -> words for the y axis
+UNITS = {
+    "rps": "per second",
+    "reqps": "requests per second",
+    "ops": "operations per second",
+    "percentunit": "share (0-1)",
+    "s": "seconds",
+    "ms": "milliseconds",
+    "short": "count",
+}
+
+
+def panel_units(board: dict[str, Any]) -> dict[str, str]:
+    """Panel title -> y-axis unit in words, from the dashboard's ``fieldConfig``."""
+    out = {}
+    for p in board.get("panels", []):
+        for q in [p, *(p.get("panels") or [])]:
+            unit = (q.get("fieldConfig") or {}).get("defaults", {}).get("unit", "short")
+            out[str(q.get("title"))] = UNITS.get(unit, unit)
+    return out
+
+
+def _panel(settings: Any, title: str, exprs: list[str], minutes: int, unit: str) -> None:
+    """Draw one panel: a line chart of every query's series, or why there is none.
+
+    The PromQL is never the message: an empty panel says it has no data in the window.
+    """
     step = max(15, minutes * 60 // 240)
     st.markdown(f"**{title}**")
+    empty = 0
     for expr in exprs:
         try:
             df = backend.prometheus_range(
                 clients.http(), str(settings.prometheus_url), expr, minutes, step
             )
         except Exception as exc:
-            st.caption(f"`{expr}`: {exc}")
-            continue
+            log.warning("panel %r: %s", title, exc)
+            st.caption(f"Could not query Prometheus at {settings.prometheus_url}: {exc}")
+            return
         if df.empty:
-            st.caption(f"`{expr}`: no data yet")
-        else:
-            st.line_chart(df, height=220)
+            empty += 1
+            continue
+        df.index.name = "time (UTC)"
+        st.line_chart(df, height=220, x_label="time (UTC)", y_label=unit)
+    if empty == len(exprs):
+        st.caption("No data in this window yet: the services it watches have not reported it.")
 
 
 def render() -> None:
@@ -62,7 +92,8 @@ def render() -> None:
     except ValueError as exc:
         st.error(f"Dashboard {title!r} has a query Prometheus cannot run: {exc}")
         return
+    units = panel_units(boards[titles.index(title)])
     cols = st.columns(2)
     for i, (panel_title, exprs) in enumerate(panels):
         with cols[i % 2]:
-            _panel(settings, panel_title, exprs, WINDOWS[window])
+            _panel(settings, panel_title, exprs, WINDOWS[window], units.get(panel_title, "count"))

@@ -55,8 +55,14 @@ def _start_form(settings: Any) -> None:
         st.caption("Parameters: " + (", ".join(sorted(props)) or "none"))
     if not st.button("Start run", type="primary", key="t_start"):
         return
+    if not params_text.strip():
+        st.error(
+            "The parameters box is empty: no run was started. Write `{}` to start with the "
+            "flow's defaults."
+        )
+        return
     try:
-        params = json.loads(params_text or "{}")
+        params = json.loads(params_text)
         if not isinstance(params, dict):
             raise backend.BackendError("parameters must be a JSON object")
         if mode == "control message":
@@ -70,7 +76,32 @@ def _start_form(settings: Any) -> None:
         log.exception("start failed")
         st.error(f"Could not start {deployment}: {exc}")
         return
+    st.session_state.setdefault("t_started", []).insert(0, run.id)
     st.success(f"Started {run.name} ({run.state}) — [open in Prefect]({run.url})")
+
+
+@st.fragment(run_every=clients.settings().ui_refresh_s)
+def _started(settings: Any) -> None:
+    """The runs started from this session, their state now, and where to follow them."""
+    ids = st.session_state.get("t_started", [])[:5]
+    if not ids:
+        return
+    st.subheader("Started from here")
+    mlflow = str(settings.mlflow_tracking_uri).rstrip("/")
+    try:
+        with clients.prefect(str(settings.prefect_api_url)) as client:
+            runs = [backend.run_status(client, settings, i) for i in ids]
+    except Exception as exc:
+        st.error(f"Could not read the runs' state from {settings.prefect_api_url}: {exc}")
+        return
+    for r in runs:
+        icon = {"Completed": "✅", "Failed": "❌", "Crashed": "❌", "Cancelled": "⏹"}.get(
+            r.state, "⏳"
+        )
+        st.markdown(
+            f"{icon} **{r.name}** ({r.deployment}) — state **{r.state}** · "
+            f"[Prefect run]({r.url}) · [MLflow experiments]({mlflow}/#/experiments)"
+        )
 
 
 @st.fragment(run_every=clients.settings().ui_refresh_s)
@@ -119,5 +150,6 @@ def render() -> None:
         st.error(problem + " (`make up` starts it; SECML_PREFECT_API_URL moves it)")
         return
     _start_form(settings)
+    _started(settings)
     st.subheader("Recent runs")
     _runs(settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ui import backend
@@ -84,3 +86,38 @@ def test_publish_reaches_the_topic(kafka_broker) -> None:
     sent = [b for b in bodies if b.get("id") == message_id]
     assert len(sent) == 1
     assert sent[0]["inputs"][0]["metadata"]["data_type"] == "payload"
+
+
+@pytest.mark.integration
+def test_published_message_status_follows_its_runs(kafka_broker, prefect_worker) -> None:
+    """After publishing, the page follows the runs made for the message (by the consumer's
+    idempotency keys): made here as the consumer makes them, so the test needs no consumer;
+    a running one would reuse the same run (same key)."""
+    from prefect.states import Cancelled
+
+    from secml.control import parse_control_message
+    from training.consumer.validation import plan_dispatches
+    from ui import backend, clients
+
+    settings = prefect_worker
+    at = page_app("control").run()
+    at.selectbox(key="c_example").select("duo-training-payload.json").run()
+    at.button(key="c_publish").click().run()
+    clients.kafka_producer.clear()
+    assert not at.exception
+    sent = at.session_state["c_published"]
+    assert f"Status of message `{sent['id']}`" in texts(at.subheader)
+    message = json.loads(backend.control_examples()["duo-training-payload.json"])
+    plans = plan_dispatches(parse_control_message({**message, "id": sent["id"]}))
+    assert sent["keys"] == [d.idempotency_key for d in plans] and plans
+    with clients.prefect(str(settings.prefect_api_url)) as client:
+        for d in plans:
+            dep = client.read_deployment_by_name(d.deployment)
+            run = client.create_flow_run_from_deployment(
+                dep.id, parameters=d.parameters, idempotency_key=d.idempotency_key
+            )
+            client.set_flow_run_state(run.id, Cancelled(), force=True)
+    at.run()
+    lines = [m for m in texts(at.markdown) if m.startswith(f"**{plans[0].deployment}**")]
+    assert lines and "**Cancelled**" in lines[0], texts(at.markdown) + texts(at.info)
+    assert f"/runs/flow-run/{run.id}" in lines[-1]

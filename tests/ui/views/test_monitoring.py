@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
 
 from secml.monitoring import load_dashboards
 from secml.settings import get_settings
+from ui.views.monitoring import UNITS
 
 from ..conftest import page_app, texts
 
@@ -37,6 +39,7 @@ def test_every_dashboard_and_panel_is_listed(monkeypatch, ui_settings) -> None:
         assert titles & shown, f"{board['title']}: no panel drawn"
         # Prometheus is down: each query says so instead of failing the page
         assert any("ConnectError" in c or "connect" in c.lower() for c in texts(at.caption))
+        assert not any("`" in c for c in texts(at.caption)), "no raw PromQL in the messages"
 
 
 def _panels(board: dict) -> list[dict]:
@@ -71,3 +74,11 @@ def test_panels_show_live_prometheus_data(prometheus_server, ui_settings, monkey
     # "Targets up" (up) and "Firing alerts" (or vector(0)) have data as soon as one scrape ran
     assert len(at.get("vega_lite_chart")) >= 2
     assert not any("refused" in c for c in texts(at.caption)), texts(at.caption)
+    # a panel without data says so in words, never with its raw PromQL
+    targets = [t for b in load_dashboards() for p in _panels(b) for t in p["targets"]]
+    exprs = {t["expr"] for t in targets if t.get("expr")}
+    shown = texts(at.caption)
+    assert not [c for c in shown if any(e in c for e in exprs)], shown
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    assert all(s["encoding"]["x"]["title"] == "time (UTC)" for s in specs)
+    assert {s["encoding"]["y"]["title"] for s in specs} <= set(UNITS.values())

@@ -49,10 +49,37 @@ def test_start_with_a_control_message_and_watch_the_run(prefect_worker) -> None:
         )
         client.set_flow_run_state(run_id, Cancelled(), force=True)
     at.run()
+    # the run started from this session is followed: state and links to Prefect and MLflow
+    followed = [m for m in texts(at.markdown) if run_id in m]
+    assert followed and "state **Cancelled**" in followed[0], texts(at.markdown)
+    assert "[MLflow experiments](" in followed[0]
     table = frame_with(at, "deployment")
     row = table[table["prefect"].str.endswith(run_id)]
     assert list(row["deployment"]) == ["dfp-infer/default"]
     assert row["prefect"].iloc[0].startswith(backend.prefect_ui_url(settings))
+
+
+@pytest.mark.integration
+def test_an_empty_parameters_box_starts_nothing(prefect_worker) -> None:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from ui import clients
+
+    settings = prefect_worker
+    with clients.prefect(str(settings.prefect_api_url)) as client:
+        before = client.count_flow_runs()
+    at = page_app("training").run()
+    at.selectbox(key="t_deployment").select("abp-train/default").run()
+    at.text_area(key="t_params_abp-train/default").input("   ")
+    at.button(key="t_start").click().run()
+    assert not at.exception
+    assert any("parameters box is empty: no run was started" in e for e in texts(at.error))
+    assert not [s for s in texts(at.success) if s.startswith("Started ")]
+    with clients.prefect(str(settings.prefect_api_url)) as client:
+        assert client.count_flow_runs() == before
+        assert client.read_deployments(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["default"]))
+        ), "the deployments exist: the refusal is the page's, not Prefect's"
 
 
 def test_message_parameter_is_found_by_name() -> None:
