@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     gateway_url: str | None = None
     gateway_api_key: SecretStr = SecretStr(LOCAL_SECRET)
     gateway_max_batch: int = 4096
+    gateway_record_max_bytes: int = Field(
+        16384, ge=256, description="stored detections keep at most this much of the raw record"
+    )
+    # serving threads: XGBoost / torch threads per Triton model instance (1: instances = cores)
+    serving_xgb_threads: int = Field(1, ge=1, description="XGBoost threads per model instance")
+    serving_torch_threads: int = Field(1, ge=1, description="torch threads per model instance")
+    sync_poll_s: float = Field(2.0, gt=0, description="serving sync: MLflow alias poll period")
 
     # ui
     ui_port: int = 8501
@@ -118,6 +125,29 @@ class Settings(BaseSettings):
     abp_min_recall: float = Field(
         0.5, ge=0, le=1, description="ABP gate: minimum recall at abp_target_fpr on test GPUs"
     )
+    abp_robustness_gate: bool = Field(
+        False, description="ABP gate: also require recall under the evasion search (opt-in)"
+    )
+    abp_robustness_budget: float = Field(
+        0.5, gt=0, le=1, description="ABP robustness: the attacker keeps at least this hash rate"
+    )
+    abp_robustness_min_recall: float = Field(
+        0.5, ge=0, le=1, description="ABP robustness: minimum worst-case recall at that budget"
+    )
+
+    # auth of the servers themselves. None: that server runs open (the tests' own stacks);
+    # `make up` generates them into <run_dir>/secrets.env; production requires them.
+    mlflow_username: str = "secml-writer"  # MLflow basic-auth admin: flows, gate, sync
+    mlflow_password: SecretStr | None = None
+    mlflow_reader_username: str = "secml-reader"  # read-only: analysts, Prometheus
+    mlflow_reader_password: SecretStr | None = None
+    mlflow_flask_secret_key: SecretStr | None = None  # MLflow's CSRF key (auth app)
+    prefect_api_auth_string: SecretStr | None = None  # "user:password" for the Prefect API
+    triton_admin_key: SecretStr | None = None  # header triton-admin-key for load/unload
+
+    # experiments (tuning, scale-out)
+    dask_address: str | None = None  # a Dask scheduler (tcp://host:8786); None: LocalCluster
+    tune_storage_url: str | None = None  # Optuna storage (RDB URL); None: journal file in run_dir
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
@@ -147,7 +177,20 @@ class Settings(BaseSettings):
                         f"SECML_{name.upper()} must be set to a real secret when "
                         f"SECML_ENVIRONMENT={self.environment}"
                     )
+            for name in ("mlflow_password", "prefect_api_auth_string", "triton_admin_key"):
+                if getattr(self, name) is None:
+                    raise ValueError(
+                        f"SECML_{name.upper()} must be set when "
+                        f"SECML_ENVIRONMENT={self.environment}"
+                    )
         return self
+
+    def prefect_basic_auth(self) -> tuple[str, str] | None:
+        """(user, password) for the Prefect API, or None when it runs open."""
+        if self.prefect_api_auth_string is None:
+            return None
+        user, _, password = self.prefect_api_auth_string.get_secret_value().partition(":")
+        return user, password
 
 
 @lru_cache
