@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 DEFAULT_GAP = 10
+EPISODE_SOURCE = "nvsmi-episode"  # the detections-store source of episode alerts
 
 
 @dataclass
@@ -29,6 +30,21 @@ class Episode:
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (a JSON line of the alerts file)."""
         return asdict(self)
+
+    def detection(self, model_version: str, threshold: float | None = None) -> dict[str, Any]:
+        """The episode as one row of the detections store (detector ``abp``, source
+        ``nvsmi-episode``): one alert an analyst labels for the whole run, not one per sample."""
+        return {
+            "detector": "abp",
+            "source": EPISODE_SOURCE,
+            "user": self.uuid,
+            "event_time": self.start,
+            "score": self.max_score,
+            "is_anomaly": True,
+            "model_version": model_version,
+            "record": self.as_dict(),
+            "details": {"p_mining": self.max_score, "threshold": threshold, **self.as_dict()},
+        }
 
 
 class EpisodeTracker:

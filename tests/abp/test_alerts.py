@@ -52,3 +52,23 @@ def test_pipeline_writes_one_alert_per_mining_episode(fleet, tmp_path) -> None:
     with fleet.labels.open(newline="") as fh:
         mining_gpus = {r["uuid"] for r in csv.DictReader(fh) if r["mining"] == "1"}
     assert {e["uuid"] for e in eps} >= mining_gpus  # every GPU that mined raised an alert
+
+
+def test_an_episode_is_one_row_of_the_detections_store(tmp_path) -> None:
+    """A duty-cycled run becomes one stored alert (not one per sample) that reads back whole."""
+    from secml.store import DetectionStore
+
+    tr = EpisodeTracker(gap=5)
+    flags = [True, True, False, False, True, True, False, True]
+    times = [f"2026-12-02T10:{i:02d}:00+00:00" for i in range(len(flags))]
+    tr.update(["gpu-a"] * len(flags), times, [0.9] * len(flags), flags)
+    (ep,) = tr.flush()
+    store = DetectionStore(f"sqlite:///{tmp_path / 'det.db'}")
+    (det_id,) = store.add_detections([ep.detection("7", threshold=0.42)])
+    got = store.detections(detector="abp")
+    assert len(got) == 1 and int(got.iloc[0]["detection_id"]) == det_id
+    row = got.iloc[0]
+    assert row["source"] == "nvsmi-episode" and row["user"] == "gpu-a"
+    assert row["record"]["flagged"] == 5 and row["record"]["samples"] == 8
+    assert row["details"]["threshold"] == 0.42
+    store.close()
