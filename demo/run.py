@@ -68,10 +68,17 @@ def run(settings: Settings | None = None, seed: int = 0) -> dict[str, Any]:
 
 def main() -> int:
     """CLI entry point for ``make demo``."""
+    from secml.stack import secrets as local_secrets
+
+    if local_secrets.load(get_settings().run_dir):  # the credentials `make up` generated
+        get_settings.cache_clear()
     s = get_settings()
     # Prefect and MLflow read their own variables when first imported: point them at the stack.
     os.environ.setdefault("PREFECT_API_URL", s.prefect_api_url or "")
     os.environ.setdefault("MLFLOW_TRACKING_URI", s.mlflow_tracking_uri or "")
+    if s.mlflow_password is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", s.mlflow_username)
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", s.mlflow_password.get_secret_value())
     logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     summary = run(s)

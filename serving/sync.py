@@ -101,8 +101,15 @@ def _download(name: str, version: str, dst: Path, settings: Settings) -> Path:
 class TritonRepo:
     """Triton's model repository API (explicit model control), synchronous."""
 
-    def __init__(self, url: str, grpc_url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """``url`` is Triton's HTTP ``host:port``, ``grpc_url`` its gRPC ``host:port``.
+    def __init__(
+        self,
+        url: str,
+        grpc_url: str,
+        timeout_s: float = READY_TIMEOUT_S,
+        admin_key: str | None = None,
+    ) -> None:
+        """``url`` is Triton's HTTP ``host:port``, ``grpc_url`` its gRPC ``host:port``;
+        ``admin_key`` goes in the ``triton-admin-key`` header of loads (restricted API).
 
         Loads go over gRPC: an HTTP repository load holds one of Triton's HTTP worker threads
         for the whole load, stalling inference requests pinned to that thread
@@ -112,6 +119,7 @@ class TritonRepo:
         self.http = httpx.Client(base_url=base, timeout=timeout_s)
         self.grpc_url = grpc_url
         self.timeout_s = timeout_s
+        self.admin_headers = {"triton-admin-key": admin_key} if admin_key else None
 
     def close(self) -> None:
         """Close the HTTP client."""
@@ -134,6 +142,7 @@ class TritonRepo:
             client.load_model(
                 model,
                 config=json.dumps(config) if config is not None else None,
+                headers=self.admin_headers,
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
@@ -222,7 +231,8 @@ def sync_abp(settings: Settings | None = None, client: Any = None) -> SyncResult
         return SyncResult(ABP_MODEL, False, message=f"no {ABP_REGISTERED}@production: {exc}")
     version = str(mv.version)
     top, meta = served_abp(model_dir)
-    triton = TritonRepo(settings.triton_url or "", settings.triton_grpc_url or "")
+    key = settings.triton_admin_key.get_secret_value() if settings.triton_admin_key else None
+    triton = TritonRepo(settings.triton_url or "", settings.triton_grpc_url or "", admin_key=key)
     try:
         if meta is not None and str(meta.get("version")) == version:
             if triton.reachable() and not triton.version_ready(ABP_MODEL, top):

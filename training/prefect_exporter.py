@@ -83,7 +83,7 @@ class TrainingExporter:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.lookback = lookback
         self.api = (settings.prefect_api_url or "").rstrip("/")
-        self.http = http or httpx.Client(timeout=10.0)
+        self.http = http or httpx.Client(timeout=10.0, auth=settings.prefect_basic_auth())
         self._mlflow = mlflow_client
         self._store = store
         self._metrics_cache: dict[tuple[str, str], dict[str, float]] = {}

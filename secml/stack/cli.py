@@ -9,6 +9,7 @@ import sys
 import time
 
 from secml.settings import get_settings
+from secml.stack import secrets as local_secrets
 from secml.stack.launcher import ServiceState, Stack
 from secml.stack.preparation import StackError
 from secml.stack.services import BY_NAME
@@ -41,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.services) - set(BY_NAME))
     if unknown:
         parser.error(f"unknown service(s) {unknown}; known: {', '.join(BY_NAME)}")
+    run_dir = get_settings().run_dir
+    if args.action == "up":
+        local_secrets.ensure(run_dir)
+    if local_secrets.load(run_dir):  # the servers' credentials: the launcher checks with them
+        get_settings.cache_clear()
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -58,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         out.write(
             format_table(rows) + f"\n\nall {len(rows)} services ready in "
             f"{time.monotonic() - t0:.1f}s; logs in {stack.log_dir}\n"
+            f"credentials (generated): {local_secrets.secrets_file(run_dir)}; in a shell: "
+            f"set -a; . {local_secrets.secrets_file(run_dir)}; set +a\n"
         )
     elif args.action == "down":
         stopped = stack.down(args.services or None)

@@ -147,6 +147,8 @@ class Stack:
             else:
                 log.info("%s already running (pid %s)", svc.name, self.pid(svc.name))
             self._wait_ready(svc)
+            if svc.started:
+                svc.started(self.settings)
         except StackError as exc:
             return str(exc)
         return None

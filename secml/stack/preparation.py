@@ -19,6 +19,9 @@ from secml.stack.processes import VENV_BIN, child_env
 log = logging.getLogger(__name__)
 
 
+TRITON_ADMIN_HEADER = "triton-admin-key"
+
+
 class StackError(RuntimeError):
     """A service could not be started; the message says which and what to do."""
 
@@ -87,7 +90,20 @@ def triton_command(s: Settings) -> list[str]:
         "true",
         "--log-verbose",
         "0",
+        *triton_restricted(s),
     ]
+
+
+def triton_restricted(s: Settings) -> list[str]:
+    """With ``triton_admin_key``: HTTP load/unload/index (model-repository API) need that header.
+
+    gRPC's model-repository protocol stays open on the local address: the gateway reads the
+    repository index over gRPC without the key (serving/triton.py); the sync sends the key.
+    """
+    if s.triton_admin_key is None:
+        return []
+    rule = f"model-repository:{TRITON_ADMIN_HEADER}={s.triton_admin_key.get_secret_value()}"
+    return ["--http-restricted-api", rule]
 
 
 def triton_env(s: Settings) -> dict[str, str]:
@@ -101,8 +117,80 @@ def triton_env(s: Settings) -> dict[str, str]:
 
 
 def prepare_mlflow(s: Settings) -> None:
+    """Directories, and with ``mlflow_password`` set the basic-auth config (owner-only file)."""
     (s.run_dir / "mlflow" / "metrics").mkdir(parents=True, exist_ok=True)
     Path(s.mlflow_artifacts_destination or "").mkdir(parents=True, exist_ok=True)
+    if s.mlflow_password is None:
+        return
+    ini = _mlflow_auth_ini(s)
+    ini.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{s.run_dir / 'mlflow' / 'auth.db'}\n"
+        f"admin_username = {s.mlflow_username}\n"
+        f"admin_password = {s.mlflow_password.get_secret_value()}\n"
+        "authorization_function = secml.tracking_auth:authenticate\n"
+    )
+    ini.chmod(0o600)
+
+
+def _mlflow_auth_ini(s: Settings) -> Path:
+    return s.run_dir / "mlflow" / "auth.ini"
+
+
+def mlflow_command(s: Settings) -> list[str]:
+    """``mlflow server`` (light: one worker, no job runner); the basic-auth app when secured."""
+    auth = ["--app-name", "basic-auth"] if s.mlflow_password is not None else []
+    return [
+        str(VENV_BIN / "mlflow"),
+        "server",
+        *auth,
+        "--backend-store-uri",
+        s.mlflow_backend_store_uri or "",
+        "--artifacts-destination",
+        s.mlflow_artifacts_destination or "",
+        "--host",
+        s.host,
+        "--port",
+        str(s.mlflow_port),
+        "--workers",
+        "1",
+        "--expose-prometheus",
+        str(s.run_dir / "mlflow" / "metrics"),
+    ]
+
+
+def mlflow_env(s: Settings) -> dict[str, str]:
+    """No job runner; with auth, the auth config and the CSRF key."""
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if s.mlflow_password is not None:
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(_mlflow_auth_ini(s))
+        key = s.mlflow_flask_secret_key or s.mlflow_password
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = key.get_secret_value()
+        # Routes MLflow has no rule for (/metrics) would be admin-only; open them to logged-in
+        # accounts so Prometheus scrapes as the reader. Non-admin writes stay refused by
+        # secml.tracking_auth.
+        env["MLFLOW_BASIC_AUTH_FAIL_CLOSED"] = "false"
+    return env
+
+
+def mlflow_started(s: Settings) -> None:
+    """With auth: create the read-only account (``mlflow_reader_*``) unless it exists."""
+    if s.mlflow_password is None or s.mlflow_reader_password is None:
+        return
+    import httpx
+
+    r = httpx.post(
+        f"{s.mlflow_tracking_uri}/api/2.0/mlflow/users/create",
+        json={
+            "username": s.mlflow_reader_username,
+            "password": s.mlflow_reader_password.get_secret_value(),
+        },
+        auth=(s.mlflow_username, s.mlflow_password.get_secret_value()),
+        timeout=10,
+    )
+    if r.status_code != 200 and "RESOURCE_ALREADY_EXISTS" not in r.text:
+        raise StackError(f"creating the MLflow reader account failed: {r.status_code} {r.text}")
 
 
 def prefect_env(s: Settings) -> dict[str, str]:
@@ -112,6 +200,14 @@ def prefect_env(s: Settings) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "INFO",
     }
+
+
+def prefect_server_env(s: Settings) -> dict[str, str]:
+    """The Prefect server's environment: with ``prefect_api_auth_string``, API auth on."""
+    env = prefect_env(s)
+    if s.prefect_api_auth_string is not None:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = s.prefect_api_auth_string.get_secret_value()
+    return env
 
 
 def prepare_worker(s: Settings) -> None:
@@ -156,3 +252,22 @@ def prepare_prometheus(s: Settings) -> None:
     from secml import monitoring
 
     monitoring.write_local_targets(s, dest / "targets")
+    if s.mlflow_password is not None and s.mlflow_reader_password is not None:
+        _scrape_mlflow_as_reader(s, dest)
+
+
+def _scrape_mlflow_as_reader(s: Settings, dest: Path) -> None:
+    """MLflow's /metrics needs a login once it is secured: scrape it as the read-only account."""
+    import yaml
+
+    secret = dest / "mlflow-reader-password"
+    secret.write_text(s.mlflow_reader_password.get_secret_value())  # type: ignore[union-attr]
+    secret.chmod(0o600)
+    config = yaml.safe_load((dest / "prometheus.yml").read_text())
+    for job in config.get("scrape_configs", []):
+        if job.get("job_name") == "mlflow":
+            job["basic_auth"] = {
+                "username": s.mlflow_reader_username,
+                "password_file": str(secret),
+            }
+    (dest / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -31,6 +31,11 @@ def child_env(s: Settings) -> dict[str, str]:
     env["MLFLOW_TRACKING_URI"] = s.mlflow_tracking_uri or ""
     env["PREFECT_API_URL"] = s.prefect_api_url or ""
     env["PYTHONUNBUFFERED"] = "1"
+    if s.mlflow_password is not None:  # the clients' own variables: MLflow and Prefect read them
+        env["MLFLOW_TRACKING_USERNAME"] = s.mlflow_username
+        env["MLFLOW_TRACKING_PASSWORD"] = s.mlflow_password.get_secret_value()
+    if s.prefect_api_auth_string is not None:
+        env["PREFECT_API_AUTH_STRING"] = s.prefect_api_auth_string.get_secret_value()
     return env
 
 

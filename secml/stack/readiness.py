@@ -21,9 +21,11 @@ def _get(url: str, timeout: float = 2.0, **kw: object) -> httpx.Response | None:
 
 def mlflow_ready(s: Settings) -> bool:
     """True when the MLflow server at ``s.mlflow_tracking_uri`` answers an API call."""
+    auth = (s.mlflow_username, s.mlflow_password.get_secret_value()) if s.mlflow_password else None
     r = _get(
         f"{s.mlflow_tracking_uri}/api/2.0/mlflow/experiments/get-by-name",
         params={"experiment_name": "Default"},
+        auth=auth,
     )
     return r is not None and r.status_code == 200 and "experiment" in r.text
 
@@ -39,6 +41,7 @@ def worker_ready(s: Settings) -> bool:
             f"{s.prefect_api_url}/work_pools/{s.prefect_work_pool}/workers/filter",
             json={},
             timeout=2.0,
+            auth=s.prefect_basic_auth(),
         )
     except httpx.HTTPError:
         return False

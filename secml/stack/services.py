@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from secml.settings import ROOT, Settings
 from secml.stack import readiness as ready
 from secml.stack.preparation import (
+    mlflow_command,
+    mlflow_env,
+    mlflow_started,
     prefect_env,
+    prefect_server_env,
     prepare_mlflow,
     prepare_prometheus,
     prepare_triton,
@@ -34,6 +38,7 @@ class Service:
     ready: Callable[[Settings], bool]
     env: Callable[[Settings], dict[str, str]] = field(default=lambda s: {})
     prepare: Callable[[Settings], None] | None = None
+    started: Callable[[Settings], None] | None = None  # runs once it answers (accounts...)
     after: tuple[str, ...] = ()  # services that must be ready before this one starts
     startup_timeout_s: float = 120.0
     stop_signal: int = signal.SIGTERM  # what asks it to stop (SIGKILL follows after a grace)
@@ -48,25 +53,11 @@ SERVICES: tuple[Service, ...] = (
         "mlflow",
         ("mlflow_port",),
         lambda s: s.mlflow_tracking_uri or "",
-        lambda s: [
-            str(VENV_BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            s.mlflow_backend_store_uri or "",
-            "--artifacts-destination",
-            s.mlflow_artifacts_destination or "",
-            "--host",
-            s.host,
-            "--port",
-            str(s.mlflow_port),
-            "--workers",
-            "1",
-            "--expose-prometheus",
-            str(s.run_dir / "mlflow" / "metrics"),
-        ],
+        mlflow_command,
         ready.mlflow_ready,
-        env=lambda s: {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env=mlflow_env,
         prepare=prepare_mlflow,
+        started=mlflow_started,
     ),
     Service(
         "prefect",
@@ -82,7 +73,7 @@ SERVICES: tuple[Service, ...] = (
             str(s.prefect_port),
         ],
         ready.prefect_ready,
-        env=prefect_env,
+        env=prefect_server_env,
     ),
     Service(
         "triton",
@@ -196,7 +187,6 @@ SERVICES: tuple[Service, ...] = (
             str(s.run_dir / "prometheus" / "data"),
             "--web.listen-address",
             f"{s.host}:{s.prometheus_port}",
-            "--web.enable-lifecycle",
         ],
         ready.prometheus_ready,
         prepare=prepare_prometheus,

@@ -32,7 +32,14 @@ def test_env_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_production_refuses_default_secrets(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="SECML_GATEWAY_API_KEY"):
         Settings(run_dir=tmp_path, environment="production")
+    keys = {"gateway_api_key": "k" * 24, "ui_password": "p" * 16}
+    with pytest.raises(ValidationError, match="SECML_MLFLOW_PASSWORD"):
+        Settings(run_dir=tmp_path, environment="production", **keys)
+    servers = {"mlflow_password": "m" * 24, "prefect_api_auth_string": "u:" + "p" * 24}
+    with pytest.raises(ValidationError, match="SECML_TRITON_ADMIN_KEY"):
+        Settings(run_dir=tmp_path, environment="production", **keys, **servers)
     ok = Settings(
-        run_dir=tmp_path, environment="production", gateway_api_key="k" * 24, ui_password="p" * 16
+        run_dir=tmp_path, environment="production", triton_admin_key="t" * 24, **keys, **servers
     )
     assert ok.gateway_api_key.get_secret_value() != LOCAL_SECRET
+    assert ok.prefect_basic_auth() == ("u", "p" * 24)
