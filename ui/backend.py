@@ -692,19 +692,19 @@ def load_abp_booster(tracking_uri: str, model_version: str) -> Any:
     """The XGBoost booster of one registered ABP version, downloaded from MLflow."""
     import tempfile
 
+    from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
 
     from secml.abp.model import load_booster
 
     name, version = split_model_version(model_version)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     with tempfile.TemporaryDirectory(prefix="abp-explain-") as tmp:
         try:
+            # the version's storage location: no ``models:/`` lookup through global registry
+            location = client.get_model_version_download_uri(name, version)
             path = Path(
-                download_artifacts(
-                    artifact_uri=f"models:/{name}/{version}",
-                    dst_path=tmp,
-                    tracking_uri=tracking_uri,
-                )
+                download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri)
             )
         except Exception as exc:
             raise BackendError(

@@ -133,3 +133,50 @@ def frame_with(at: Any, column: str) -> Any:
         if column in df.value.columns:
             return df.value
     raise AssertionError(f"no dataframe with column {column!r} on the page")
+
+
+@pytest.fixture(scope="session")
+def abp_registered(registry_uri: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A small ABP booster (seeded fleet) registered twice in the session's MLflow registry,
+    with per-profile metrics and a plot as ``abp-train`` logs them; and one record per class."""
+    import json
+
+    import mlflow
+    import numpy as np
+
+    from secml.abp import model as m
+    from secml.abp.generator import generate
+
+    out = tmp_path_factory.mktemp("abp-ui")
+    data, labels = generate(out, gpus=12, hours=1, seed=3, interval_s=60)
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+    ds, _ = m.build_dataset(records, m.read_labels(str(labels)))
+    booster = m.train(ds, m.TrainParams(n_estimators=25, max_depth=4))
+    booster.set_attr(threshold="0.42")
+    scores = m.score_dataset(booster, ds)
+    name = "abp-nvsmi-ui-test"
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(registry_uri)
+    mlflow.set_registry_uri(registry_uri)
+    try:
+        client = mlflow.MlflowClient(registry_uri, registry_uri)
+        exp = client.create_experiment("abp-ui", artifact_location=str(out / "artifacts"))
+        versions = []
+        for i, depth in enumerate((0, 1)):
+            metrics = m.evaluate(ds.y, scores - 0.1 * depth, ds.profile, 0.42)
+            with mlflow.start_run(experiment_id=exp):
+                mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+                fig = m.plots(booster, ds.y, scores, metrics)["confusion_matrix.png"]
+                mlflow.log_figure(fig, "plots/confusion_matrix.png")
+                info = mlflow.xgboost.log_model(
+                    booster, name="model", model_format="ubj", registered_model_name=name
+                )
+            versions.append(int(info.registered_model_version))
+            assert i == len(versions) - 1
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+    miner = records[int(np.argmax(np.where(ds.y == 1, scores, -1)))]
+    benign = records[int(np.argmin(np.where(ds.y == 0, scores, 2)))]
+    return {"name": name, "versions": versions, "booster": booster, "miner": miner,
+            "benign": benign, "scores": scores, "ds": ds}  # fmt: skip
