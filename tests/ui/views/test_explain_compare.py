@@ -81,7 +81,7 @@ def test_compare_two_versions_side_by_side(registry, abp_registered) -> None:
     links = " ".join(texts(at.markdown))
     assert "/#/compare-runs?runs=" in links
     assert "**confusion_matrix.png**" in texts(at.markdown), "the logged plots, side by side"
-    assert len(at.get("imgs")) == 2
+    assert len(at.get("image")) == 2
     assert len(per_profile) >= 1
 
 
