@@ -8,15 +8,15 @@ re-plays the detector's own mining samples under such settings with a simple phy
 the board and asks, for each setting, what share of the hash rate the miner keeps and what share
 of its samples (and of its GPUs) the detector still flags at its calibrated threshold.
 
-Board model, per GPU, from its own readings in the data set: maximum power = its highest power
-draw (or its ``max_power_limit`` when records are given), minimum power limit = 35% of that,
-idle power = its 5th-percentile draw (at most 30% of the maximum); core power scales with (clock ratio)^2, memory power with
-the memory-clock ratio, both with intensity; a power limit below the demand throttles the core
-clock until the draw fits; temperature follows power above the GPU's coolest reading. Hash rate
-kept = duty x intensity x (memory ratio)^a x (core ratio)^b, with a = 0.9, b = 0.1 for
-memory-hard algorithms (Ethash-like) and the reverse for compute-bound ones. The off phase of a
-duty cycle reads as the GPU's own idlest sample (idle clocks, power and temperature where it
-never idled) with the miner's memory still held.
+Board model, per GPU, from its own readings in the data set: maximum power = its highest power draw
+(or its ``max_power_limit`` when records are given), minimum power limit = 35% of that, idle power =
+its 5th-percentile draw (at most 30% of the maximum); core power scales with (clock ratio)^2, memory
+power with the memory-clock ratio, both with intensity; a power limit below the demand throttles the
+core clock until the draw fits; temperature follows power above the GPU's coolest reading. Hash rate
+kept = duty x intensity x (memory ratio)^a x (core ratio)^b, with a = 0.9, b = 0.1 for memory-hard
+algorithms (Ethash-like) and the reverse for compute-bound ones. The off phase of a duty cycle reads
+as the GPU's own idlest sample (idle clocks, power and temperature where it never idled) with the
+miner's memory still held.
 
 The search draws ``n_configs`` seeded random settings (plus the no-attack setting and each knob
 alone at its limit) and reports, for each attacker budget (share of hash rate kept), the lowest
