@@ -53,7 +53,7 @@ class AllocationLatch:
     """Per-GPU allocation episodes; :meth:`apply` turns per-sample scores into final ones."""
 
     def __init__(self, max_gpus: int = 100_000) -> None:
-        """Keep the episodes of up to ``max_gpus`` GPUs (least recently seen dropped)."""
+        """Keep the episodes of up to ``max_gpus`` GPUs (oldest episodes dropped)."""
         self.max_gpus = max_gpus
         self._gpus: OrderedDict[str, _Episode] = OrderedDict()
 
@@ -80,41 +80,34 @@ class AllocationLatch:
         if len(uuids) != len(s):
             raise ValueError(f"{len(uuids)} uuids for {len(s)} scores")
         X = np.asarray(X, dtype=np.float64)
-        used = X[:, _USED].tolist()
-        total = (X[:, _USED] + X[:, _FREE]).tolist()
-        util = X[:, _UTIL].tolist()
+        used = X[:, _USED]
+        tol = np.maximum(TOL_MIB, TOL_SHARE * (used + X[:, _FREE]))
+        tol = np.where(np.isnan(tol), TOL_MIB, tol).tolist()
+        util = X[:, _UTIL]
+        busy_row = (~(util < BUSY_UTIL)).tolist()  # busy, or N/A (MIG): the score speaks
+        used = used.tolist()
         score = s.tolist()
         final = list(score)
         gpus = self._gpus
+        nan = float("nan")
         for i, uuid in enumerate(uuids):
             if uuid is None:
                 continue
-            key = str(uuid)
+            key = uuid if type(uuid) is str else str(uuid)
             ep = gpus.get(key)
             fb = used[i]
-            if ep is None or _moved(ep.fb, fb, total[i]):
-                ep = _Episode(fb, float("nan"), 0)
-                gpus[key] = ep
-            else:
-                gpus.move_to_end(key)
-            u = util[i]
-            if u != u or u >= BUSY_UTIL:  # busy, or N/A (MIG): the score speaks for itself
+            # a new episode when memory in use moved beyond the tolerance (or reads N/A)
+            if ep is None or not abs(fb - ep.fb) <= tol[i]:
+                gpus.pop(key, None)  # re-inserted last: eviction drops the oldest episodes
+                ep = gpus[key] = _Episode(fb, nan, 0)
+            if busy_row[i]:
                 x = score[i]
                 ep.ema = x if ep.busy == 0 else ep.ema + ALPHA * (x - ep.ema)
                 ep.busy += 1
-                final[i] = max(x, ep.ema)
+                if ep.ema > x:
+                    final[i] = ep.ema
             elif ep.busy >= MIN_BUSY:
                 final[i] = ep.ema
         while len(gpus) > self.max_gpus:
             gpus.popitem(last=False)
         return np.asarray(final, dtype=np.float32)
-
-
-def _moved(ref: float, fb: float, total: float) -> bool:
-    """True when memory in use ``fb`` is not the allocation ``ref`` the episode began with."""
-    if ref != ref or fb != fb:  # N/A readings: no allocation to follow
-        return True
-    tol = TOL_MIB
-    if total == total:
-        tol = max(tol, TOL_SHARE * total)
-    return abs(fb - ref) > tol

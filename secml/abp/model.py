@@ -20,8 +20,17 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from secml.abp.features import DERIVED, FEATURES, MODEL_FEATURES, N_FEATURES, derive, to_matrix
+from secml.abp.features import (
+    DERIVED,
+    FEATURES,
+    MODEL_FEATURES,
+    N_FEATURES,
+    PREFIX,
+    derive,
+    to_matrix,
+)
 from secml.abp.generator import MINING_PROFILES, TIMESTAMP_FORMAT, TIMESTAMP_KEY, UUID_KEY
+from secml.abp.latch import BUSY_UTIL
 from secml.abp.temporal import DEFAULT_WINDOW, TEMPORAL, TemporalState
 
 log = logging.getLogger(__name__)
@@ -358,6 +367,20 @@ def _temporal_input(ds: Dataset, params: TrainParams) -> np.ndarray | None:
     return ds.T
 
 
+def per_sample_evidence(ds: Dataset) -> Dataset:
+    """``ds`` less the mining rows of an idle GPU (utilisation below the latch's busy level).
+
+    A duty-cycled miner's pause (utilisation 0, DAG resident) is, sample by sample, the same as
+    a stopped job holding memory; taught as mining, a per-sample model learns whatever tells
+    them apart in the generator (the DAG's size) instead. With the allocation latch those rows
+    are the latch's to flag, from the episode's busy samples, so the booster learns only from
+    rows that show their work. Rows whose utilisation reads N/A (MIG) are kept.
+    """
+    util = ds.X[:, FEATURES.index(PREFIX + "utilization.gpu_util")]
+    drop = (ds.y == 1) & (util < BUSY_UTIL)
+    return ds.subset(np.flatnonzero(~drop)) if drop.any() else ds
+
+
 def train(ds: Dataset, params: TrainParams, evals: Dataset | None = None) -> xgb.Booster:
     """Fit the XGBoost classifier (hist; CUDA when present) on ``ds``."""
     if len(np.unique(ds.y)) < 2:
@@ -367,6 +390,8 @@ def train(ds: Dataset, params: TrainParams, evals: Dataset | None = None) -> xgb
     # booster sees is stored as the ``features`` attribute.
     derived = DERIVED if params.derived else ()
     temporal = TEMPORAL if params.temporal else ()
+    if params.latch:
+        ds = per_sample_evidence(ds)
     dtrain = xgb.DMatrix(
         model_inputs(ds.X, derived, _temporal_input(ds, params)), label=ds.y, missing=np.nan
     )
