@@ -22,6 +22,9 @@ FLOWS: list[tuple[str, str]] = [
     ("training/dfp_flows.py", "dfp_train"),
     ("training/dfp_flows.py", "dfp_infer"),
     ("serving/sync.py", "serving_sync"),
+    ("training/tune.py", "abp_tune"),
+    ("training/tune.py", "dfp_tune"),
+    ("training/experiment.py", "experiment"),
 ]
 
 
