@@ -49,7 +49,8 @@ def test_builtin_plugins_are_entry_points() -> None:
          "detectors[0].paramz: Extra inputs are not permitted"),
         (lambda d: d.update(stages=["attack", "train"]), "stages: must run in the order"),
         (lambda d: d.update(stages=["deploy"]), "stages[0]: Input should be 'train'"),
-        (lambda d: d["attacks"].append(dict(d["attacks"][0])), "attacks[3].name: 'evasion' is used twice"),
+        (lambda d: d["attacks"].append(dict(d["attacks"][0])),
+         "attacks[3].name: 'evasion' is used twice"),
         (lambda d: d.update(name="has space"), "name: String should match pattern"),
     ],
 )  # fmt: skip
