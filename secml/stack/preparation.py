@@ -252,22 +252,24 @@ def prepare_prometheus(s: Settings) -> None:
     from secml import monitoring
 
     monitoring.write_local_targets(s, dest / "targets")
-    if s.mlflow_password is not None and s.mlflow_reader_password is not None:
-        _scrape_mlflow_as_reader(s, dest)
+    _scrape_mlflow_login(s, dest)
 
 
-def _scrape_mlflow_as_reader(s: Settings, dest: Path) -> None:
-    """MLflow's /metrics needs a login once it is secured: scrape it as the read-only account."""
+def _scrape_mlflow_login(s: Settings, dest: Path) -> None:
+    """MLflow's /metrics needs a login once secured: scrape as the read-only account (its
+    password in an owner-only file under run_dir); with MLflow open, scrape without one."""
     import yaml
 
-    secret = dest / "mlflow-reader-password"
-    secret.write_text(s.mlflow_reader_password.get_secret_value())  # type: ignore[union-attr]
-    secret.chmod(0o600)
     config = yaml.safe_load((dest / "prometheus.yml").read_text())
+    secured = s.mlflow_password is not None and s.mlflow_reader_password is not None
+    secret = dest / "mlflow-reader-password"
+    if secured:
+        secret.write_text(s.mlflow_reader_password.get_secret_value())  # type: ignore[union-attr]
+        secret.chmod(0o600)
     for job in config.get("scrape_configs", []):
-        if job.get("job_name") == "mlflow":
-            job["basic_auth"] = {
-                "username": s.mlflow_reader_username,
-                "password_file": str(secret),
-            }
+        if job.get("job_name") != "mlflow":
+            continue
+        job.pop("basic_auth", None)
+        if secured:
+            job["basic_auth"] = {"username": s.mlflow_reader_username, "password_file": str(secret)}
     (dest / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -200,7 +200,7 @@ def available(svc: Service) -> bool:
     module = {
         "gateway": "serving/app.py",
         "ui": "ui/app.py",
-        "consumer": "training/consumer.py",
+        "consumer": "training/consumer/__main__.py",
         "prefect-exporter": "training/prefect_exporter.py",
         "prometheus": "monitoring/prometheus.yml",
     }.get(svc.name)

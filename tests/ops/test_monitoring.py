@@ -64,7 +64,7 @@ NO_LOCAL_DATA = {
 PENDING_METRICS: set[str] = set()
 OWN_SOURCES = [
     ROOT / "serving" / "metrics.py",
-    ROOT / "training" / "consumer.py",
+    ROOT / "training" / "consumer" / "metrics.py",
     ROOT / "training" / "prefect_exporter.py",
 ]
 
@@ -93,11 +93,11 @@ def _own_metric_bases() -> set[str]:
     """Metric names our own services register (string literals in their metric definitions)."""
     names = set()
     for path in OWN_SOURCES:
-        if path.exists():
-            text = path.read_text(encoding="utf-8")
-            names.update(
-                re.findall(r'"((?:gateway|consumer|prefect|registry|store)_[a-z0-9_]+)"', text)
-            )
+        assert path.exists(), f"{path} moved: update OWN_SOURCES"
+        text = path.read_text(encoding="utf-8")
+        names.update(
+            re.findall(r'"((?:gateway|consumer|prefect|registry|store)_[a-z0-9_]+)"', text)
+        )
     return {_base(n) for n in names}
 
 

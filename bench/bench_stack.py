@@ -1,0 +1,106 @@
+"""Footprint of the whole local stack (as `make up` runs it): idle CPU per service, memory.
+
+Starts every service through :class:`secml.stack.Stack` with generated secrets (as ``make up``
+does) in a temporary run directory on free ports, waits ``--settle`` seconds, then reads each
+service's process-group CPU time from ``/proc`` over ``--seconds`` of idleness and its RSS at the
+start and the end of the window. Prints a table (CPU as % of one core, RSS in MiB), the total RSS
+against the 1.5 GiB budget, the highest idle CPU against the 2% budget, and RSS growth over the
+window (the baseline is the same stack's RSS at the window's start). RSS sums every process of a
+group, so pages shared between processes count more than once (an upper bound).
+
+Usage: ``python -m bench.bench_stack --seconds 60``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from secml.settings import Settings
+from secml.stack import SERVICES, Stack, StackError, group_rss_mb, group_stats, port_free
+from secml.stack import secrets as local_secrets
+
+TICKS = os.sysconf("SC_CLK_TCK")
+RSS_BUDGET_MIB = 1.5 * 1024
+CPU_BUDGET_PCT = 2.0
+PORTS = sorted({p for svc in SERVICES for p in svc.ports})
+
+
+def _free_ports(n: int) -> list[int]:
+    rng = random.Random()
+    out: list[int] = []
+    while len(out) < n:
+        p = rng.randint(40000, 49999)
+        if p not in out and port_free("127.0.0.1", p):
+            out.append(p)
+    return out
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds used so far by every live process of group ``pgid``."""
+    return sum(int(f[11]) + int(f[12]) for f in group_stats(pgid)) / TICKS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="idle window to measure")
+    parser.add_argument("--settle", type=float, default=20.0, help="wait after every service is up")
+    args = parser.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="secml-bench-stack-"))
+    local_secrets.ensure(tmp)
+    secret = {
+        k.removeprefix("SECML_").lower(): v
+        for k, v in local_secrets.read(tmp).items()
+        if k.startswith("SECML_")
+    }
+    ports = dict(zip(PORTS, _free_ports(len(PORTS)), strict=True))
+    s = Settings(run_dir=tmp, **ports, **secret)
+    stack = Stack(s)
+    try:
+        t0 = time.monotonic()
+        try:
+            stack.up()
+        except StackError as exc:
+            print(f"the stack did not start: {exc}")
+            return 1
+        print(f"every service ready in {time.monotonic() - t0:.0f} s; settling {args.settle:.0f} s")
+        time.sleep(args.settle)
+        pids = {svc.name: stack.pid(svc.name) for svc in SERVICES}
+        pids = {n: p for n, p in pids.items() if p}
+        cpu0 = {n: group_cpu_s(p) for n, p in pids.items()}
+        rss0 = {n: group_rss_mb(p) for n, p in pids.items()}
+        w0 = time.monotonic()
+        time.sleep(args.seconds)
+        wall = time.monotonic() - w0
+        cpu1 = {n: group_cpu_s(p) for n, p in pids.items()}
+        rss1 = {n: group_rss_mb(p) for n, p in pids.items()}
+        print(f"\nidle window {wall:.0f} s, {len(pids)} services")
+        print(f"{'service':<18}{'idle CPU %':>11}{'RSS start':>11}{'RSS end':>10}")
+        for n in pids:
+            pct = 100 * (cpu1[n] - cpu0[n]) / wall
+            print(f"{n:<18}{pct:>10.2f}%{rss0[n]:>9.0f} M{rss1[n]:>8.0f} M")
+        worst = max(pids, key=lambda n: cpu1[n] - cpu0[n])
+        worst_pct = 100 * (cpu1[worst] - cpu0[worst]) / wall
+        total0, total1 = sum(rss0.values()), sum(rss1.values())
+        print(
+            f"\ntotal RSS {total1:.0f} MiB = {total1 / RSS_BUDGET_MIB:.2f}x the "
+            f"{RSS_BUDGET_MIB:.0f} MiB budget; growth over the window {total1 / total0:.3f}x"
+        )
+        print(
+            f"highest idle CPU: {worst} {worst_pct:.2f}% = {worst_pct / CPU_BUDGET_PCT:.2f}x "
+            f"the {CPU_BUDGET_PCT:.0f}% budget"
+        )
+        return 0
+    finally:
+        stack.down(timeout_s=5)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
