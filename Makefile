@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TRITON_STAMP := $(TRITON_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install up down status logs test test-fast lint format demo bench clean
+.PHONY: help install browser up down status logs test test-fast lint format demo bench clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -28,7 +28,17 @@ $(TRITON_STAMP): pyproject.toml
 	$(TRITON_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
-install: $(STAMP) $(TRITON_STAMP) ## create .venv and .venv-triton (numpy<2) and install
+install: $(STAMP) $(TRITON_STAMP) browser ## create .venv and .venv-triton (numpy<2), the browser, and install
+
+# The browser tests drive Debian's Chromium through Playwright (never `playwright install`).
+BROWSERS := chromium chromium-browser google-chrome google-chrome-stable
+browser: ## install Debian's chromium for the browser tests unless a Chromium is on PATH
+	@for b in $(BROWSERS); do command -v $$b >/dev/null && exit 0; done; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else \
+	  echo "no Chromium on PATH and no root: run 'sudo apt-get install chromium' (browser tests skip until then)"; exit 0; fi; \
+	echo "== installing chromium from Debian"; \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -q && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium
 
 up: install ## start every service locally and print the table
 	$(PY) -m secml.stack up
