@@ -1,14 +1,19 @@
-"""Serving benchmark: gateway vs straight-to-Triton vs in-process, ABP and DFP, in one run.
+"""Serving benchmark: the gateway against in-process baselines measured in the same run.
 
-Starts its own Triton and gateway (free ports, temp run dir) through ``secml.stack``, trains a
-small ABP booster and a DFP autoencoder (default architecture, few epochs) with the project's
-own code, writes them into the Triton repository in the layout ``serving.sync`` produces, and
-measures requests/s, rows/s, p50 and p99 latency at batch 1, 64 and 1024 for each path, with
-the ratios. Then serves 1,000 DFP users from one ``dfp`` model (LRU of user models) and reports
-the memory of the Triton model process and the latency of cached vs evicted users.
+Starts its own Triton and gateway (free ports, temp run dir) through ``secml.stack``, trains an
+ABP booster and a DFP autoencoder (default architecture, few epochs) with the project's own
+code, writes them into the Triton repository in the layout ``serving.sync`` produces, and prints:
 
-Run: ``.venv/bin/python bench/bench_serving.py [--quick]``. Sequential requests from one client;
-each cell stops after its iteration count or its time budget, whichever comes first.
+- P1: ABP rows/s at batch 1024: gateway ``POST /predict`` and Triton direct (typed tensors) vs
+  in-process ``features.to_matrix`` + ``model.score`` (medians of interleaved rounds).
+- P2: ABP batch 1 at concurrency 8: gateway vs a bare FastAPI + XGBoost app (one thread per
+  predict), req/s and p99, interleaved rounds.
+- P3: DFP 256 records, one user and 100 mixed users: gateway rows/s vs a bare torch forward of
+  the same rows (one forward per user group); the slowest request.
+- the DFP LRU: 1,000 users behind one Triton model (``--users``), memory and latency.
+
+Run: ``.venv/bin/python -m bench.bench_serving [--quick]`` (``make bench`` runs every benchmark).
+Targets (issue 15): P1 >= 1/3, P2 >= 60% of req/s with p99 <= 3x, P3 >= 50% / 25%, < 1 s.
 """
 
 from __future__ import annotations
@@ -34,10 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-BATCHES = (1, 64, 1024)
-# batch -> (max iterations, time budget in seconds) per cell
-BUDGET = {1: (300, 8.0), 64: (100, 8.0), 1024: (20, 12.0)}
-QUICK = {1: (60, 3.0), 64: (20, 3.0), 1024: (4, 5.0)}
+ROUNDS, QUICK_ROUNDS = 5, 2
 
 
 def free_port() -> int:
@@ -65,39 +67,53 @@ def configure() -> Path:
     return run
 
 
-def measure(fn: Callable[[], None], batch: int, budget: dict) -> dict[str, float]:
-    """Run ``fn`` repeatedly (after 2 warm-ups); latency percentiles and throughput."""
-    iters, seconds = budget[batch]
-    for _ in range(2):
+def rows_per_s(fn: Callable[[], None], rows: int, seconds: float) -> float:
+    """Rows/s of ``fn`` (``rows`` per call) over at least one call and ~``seconds``."""
+    n, start = 0, time.perf_counter()
+    while n == 0 or time.perf_counter() - start < seconds:
         fn()
-    lat = []
-    start = time.perf_counter()
-    while len(lat) < iters and time.perf_counter() - start < seconds:
-        t = time.perf_counter()
-        fn()
-        lat.append(time.perf_counter() - t)
-    total = sum(lat)
+        n += 1
+    return n * rows / (time.perf_counter() - start)
+
+
+def interleaved(cells: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Median of each cell's figure over ``rounds`` rounds, cells interleaved within a round."""
+    got: dict[str, list[float]] = {k: [] for k in cells}
+    for _ in range(rounds):
+        for k, fn in cells.items():
+            got[k].append(fn())
+    return {k: statistics.median(v) for k, v in got.items()}
+
+
+async def _load(url: str, bodies: list[bytes], headers: dict, conc: int, seconds: float) -> dict:
+    """``conc`` clients posting ``bodies`` in turn for ``seconds``: req/s, p50, p99, errors."""
+    lat: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(c: httpx.AsyncClient, k: int) -> None:
+        nonlocal errors
+        i = k
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            r = await c.post(url, content=bodies[i % len(bodies)], headers=headers)
+            lat.append(time.perf_counter() - t)
+            errors += r.status_code != 200
+            i += conc
+
+    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as c:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(c, k) for k in range(conc)))
+        wall = time.perf_counter() - start
     lat.sort()
     return {
-        "n": len(lat),
-        "rps": len(lat) / total,
-        "rows_s": len(lat) * batch / total,
+        "rps": len(lat) / wall,
         "p50_ms": 1000 * lat[len(lat) // 2],
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "errors": errors,
+        "n": len(lat),
     }
-
-
-def table(title: str, results: dict[tuple[str, int], dict[str, float]]) -> None:
-    """Print one markdown table plus the ratios to in-process."""
-    print(f"\n### {title}\n")
-    print("| path | batch | req/s | rows/s | p50 ms | p99 ms | p50 vs in-process |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for (path, batch), r in results.items():
-        base = results[("in-process", batch)]["p50_ms"]
-        print(
-            f"| {path} | {batch} | {r['rps']:.1f} | {r['rows_s']:.0f} | {r['p50_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['p50_ms'] / base:.1f}x |"
-        )
 
 
 # ---------------------------------------------------------------------------------- models
@@ -157,7 +173,7 @@ def publish(repo: Path, booster: Any, ae: Any, users: list[str]) -> None:
     """Write the models in serving.sync's layout (ABP version 2; DFP generic + users)."""
     from secml.abp.model import save_booster
     from secml.naming import user_to_model_name
-    from serving.repository import ABP_MODEL, DFP_MODEL, INDEX_FILE, USERS_DIR, write_json_atomic
+    from secml.repository import ABP_MODEL, DFP_MODEL, INDEX_FILE, USERS_DIR, write_json_atomic
     from serving.sync import write_abp_version
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,17 +207,220 @@ def rss_mib(pid: int) -> float:
 
 
 # ---------------------------------------------------------------------------------- main
+BARE_APP = """
+import os
+import numpy as np
+import orjson
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from secml.abp import features
+from secml.abp.model import load_booster, score
+
+booster = load_booster(os.environ["BENCH_BOOSTER"])
+booster.set_param({"nthread": 1})
+app = FastAPI()
+
+
+def _score(raw: bytes) -> bytes:
+    recs = orjson.loads(raw)["records"]
+    p = score(booster, features.to_matrix(recs))
+    return orjson.dumps({"results": [{"index": i, "score": float(s)} for i, s in enumerate(p)]})
+
+
+@app.post("/predict")
+async def predict(request: Request) -> Response:
+    body = await request.body()
+    return Response(await anyio.to_thread.run_sync(_score, body), media_type="application/json")
+"""
+
+
+def start_bare_app(run: Path, booster: Any) -> tuple[Any, str]:
+    """The bare FastAPI + XGBoost app (P2's baseline) as a uvicorn process."""
+    import subprocess
+
+    from secml.abp.model import save_booster
+
+    (run / "bare").mkdir()
+    (run / "bare" / "bare_app.py").write_text(BARE_APP)
+    (run / "bare" / "booster.ubj").write_bytes(save_booster(booster))
+    port = free_port()
+    env = dict(os.environ, BENCH_BOOSTER=str(run / "bare" / "booster.ubj"), OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = f"{run / 'bare'}:{ROOT}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port), "--no-access-log",
+         "--log-level", "warning"],
+        env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/docs", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the bare FastAPI app did not start")
+
+
+def ratio_line(name: str, got: float, base: float, target: str) -> str:
+    """One printed ratio."""
+    return f"- {name}: {got:,.0f} vs {base:,.0f} = {got / base:.2f}x (target {target})"
+
+
+def p1(s: Any, booster: Any, nvsmi: list[dict], rounds: int, loop: Any, triton: Any) -> None:
+    """ABP rows/s at batch 1024: gateway and Triton direct vs in-process featurize + predict."""
+    import orjson
+
+    from secml.abp.features import to_matrix
+    from secml.abp.model import score
+    from serving.triton import fp32
+
+    recs = (nvsmi * (1 + 1024 // len(nvsmi)))[:1024]
+    body = orjson.dumps({"detector": "abp", "source": "nvsmi", "records": recs})
+    headers = {
+        "X-API-Key": s.gateway_api_key.get_secret_value(),
+        "Content-Type": "application/json",
+    }
+    gw = httpx.Client(base_url=s.gateway_url or "", timeout=300, headers=headers)
+    x = to_matrix(recs)
+
+    def gateway() -> None:
+        gw.post("/predict", content=body).raise_for_status()
+
+    def direct() -> None:
+        loop.run_until_complete(triton.infer("abp_nvsmi_xgb", [fp32("FEATURES", x)], ["SCORE"]))
+
+    cells = {
+        "in-process inplace_predict": lambda: rows_per_s(lambda: score(booster, x), 1024, 1.0),
+        "in-process featurize + predict": lambda: rows_per_s(
+            lambda: score(booster, to_matrix(recs)), 1024, 1.5
+        ),
+        "Triton direct (FP32 [-1,18], gRPC)": lambda: rows_per_s(direct, 1024, 1.5),
+        "gateway POST /predict": lambda: rows_per_s(gateway, 1024, 3.0),
+    }
+    try:
+        got = interleaved(cells, rounds)
+    finally:
+        gw.close()
+    print(f"\n### P1: ABP rows/s at batch 1024 (medians of {rounds} interleaved rounds)\n")
+    print("| path | rows/s |\n| --- | ---: |")
+    for k, v in got.items():
+        print(f"| {k} | {v:,.0f} |")
+    base = got["in-process featurize + predict"]
+    print()
+    print(ratio_line("P1 gateway / in-process featurize+predict", got["gateway POST /predict"],
+                     base, ">= 0.33"))  # fmt: skip
+
+
+def p2(s: Any, bare_url: str, nvsmi: list[dict], rounds: int, seconds: float) -> None:
+    """ABP batch 1 at concurrency 8: gateway vs the bare FastAPI + XGBoost app."""
+    import orjson
+
+    bodies = [
+        orjson.dumps({"detector": "abp", "source": "nvsmi", "records": [r]}) for r in nvsmi[:200]
+    ]
+    headers = {
+        "X-API-Key": s.gateway_api_key.get_secret_value(),
+        "Content-Type": "application/json",
+    }
+    runs: dict[str, list[dict]] = {"gateway": [], "bare FastAPI + XGBoost": []}
+    for _ in range(rounds):
+        runs["gateway"].append(
+            asyncio.run(_load(f"{s.gateway_url}/predict", bodies, headers, 8, seconds))
+        )
+        runs["bare FastAPI + XGBoost"].append(
+            asyncio.run(_load(f"{bare_url}/predict", bodies, headers, 8, seconds))
+        )
+    med = {
+        k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50_ms", "p99_ms")}
+        | {"errors": sum(r["errors"] for r in v), "n": sum(r["n"] for r in v)}
+        for k, v in runs.items()
+    }
+    print(f"\n### P2: ABP batch 1, concurrency 8 ({rounds} interleaved rounds of {seconds:.0f}s)\n")
+    print("| app | req/s | p50 ms | p99 ms | requests | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for k, v in med.items():
+        print(f"| {k} | {v['rps']:.0f} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['n']} | "
+              f"{v['errors']} |")  # fmt: skip
+    g, b = med["gateway"], med["bare FastAPI + XGBoost"]
+    print()
+    print(ratio_line("P2 gateway / bare req/s", g["rps"], b["rps"], ">= 0.60"))
+    print(f"- P2 p99 gateway / bare: {g['p99_ms']:.1f} / {b['p99_ms']:.1f} ms = "
+          f"{g['p99_ms'] / b['p99_ms']:.2f}x (target <= 3)")  # fmt: skip
+
+
+def p3(s: Any, repo: Path, rounds: int) -> None:
+    """DFP 256 records: gateway vs a bare torch forward, one user and 100 mixed users."""
+    import orjson
+    import torch
+
+    from secml.dfp.model import AutoEncoder, find_model_dir
+    from secml.dfp.schema import process_records
+
+    torch.set_num_threads(1)
+    ae = AutoEncoder.load(find_model_dir(repo / "dfp" / "users" / "dfp-duo-generic" / "1"), "cpu")
+    headers = {
+        "X-API-Key": s.gateway_api_key.get_secret_value(),
+        "Content-Type": "application/json",
+    }
+    gw = httpx.Client(base_url=s.gateway_url or "", timeout=300, headers=headers)
+    cases = {
+        "one user": duo_events(["p3-one@example.com"], 256, seed=5),
+        "100 mixed users": duo_events([f"user{i:04d}@example.com" for i in range(100)], 3, seed=6)[
+            :256
+        ],
+    }
+    print(f"\n### P3: DFP, 256 Duo records per request (medians of {rounds} rounds)\n")
+    print("| case | gateway rows/s | bare torch forward rows/s | ratio | slowest request s |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    try:
+        for name, recs in cases.items():
+            body = orjson.dumps({"detector": "dfp", "source": "duo", "records": recs})
+            df = process_records(recs, "duo")
+            groups = [g for _, g in df.groupby("username", sort=False)]
+            tensors = [ae._encode(g) for g in groups]  # noqa: SLF001 - the bare forward's input
+            assert ae.net is not None
+
+            def forward(tensors: list = tensors) -> None:
+                with torch.no_grad():
+                    for x in tensors:  # one forward per user group, as the model would
+                        ae.net(x.num, x.binary, x.cat)
+
+            slowest = 0.0
+
+            def gateway(body: bytes = body) -> None:
+                nonlocal slowest
+                t = time.perf_counter()
+                gw.post("/predict", content=body).raise_for_status()
+                slowest = max(slowest, time.perf_counter() - t)
+
+            got = interleaved(
+                {
+                    "gw": lambda g=gateway, n=len(recs): rows_per_s(g, n, 2.0),
+                    "bare": lambda f=forward, n=len(recs): rows_per_s(f, n, 1.0),
+                },
+                rounds,
+            )
+            target = ">= 0.50" if name == "one user" else ">= 0.25"
+            print(f"| {name} | {got['gw']:,.0f} | {got['bare']:,.0f} | "
+                  f"{got['gw'] / got['bare']:.2f}x ({target}) | {slowest:.2f} (< 1) |")  # fmt: skip
+    finally:
+        gw.close()
+
+
 def main() -> int:
-    """Run every cell and print the tables."""
+    """Run P1, P2, P3 and the DFP LRU cell; print the tables and ratios."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller budgets (CI smoke run)")
-    ap.add_argument("--users", type=int, default=1000, help="DFP users for the LRU test")
+    ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (smoke run)")
+    ap.add_argument("--users", type=int, default=1000, help="DFP users for the LRU cell (0: skip)")
     args = ap.parse_args()
-    budget = QUICK if args.quick else BUDGET
+    rounds = QUICK_ROUNDS if args.quick else ROUNDS
     run = configure()
     from secml.settings import get_settings
     from secml.stack import Stack
-    from serving.repository import DfpScorer
     from serving.triton import TritonClient, bytes_column
 
     s = get_settings()
@@ -215,135 +434,75 @@ def main() -> int:
 
     t = time.perf_counter()
     booster, nvsmi = train_abp(run / "abp")
-    lru_users = [f"user{i:04d}@example.com" for i in range(args.users)]
+    lru_users = [f"user{i:04d}@example.com" for i in range(max(args.users, 100))]
     ae = train_dfp(duo_events([f"train{i}@example.com" for i in range(20)], 60, seed=1))
     publish(repo, booster, ae, lru_users)
     print(f"trained and published models in {time.perf_counter() - t:.0f}s (run dir {run})")
+    print(f"settings: serving_xgb_threads={s.serving_xgb_threads} "
+          f"serving_torch_threads={s.serving_torch_threads}, {os.cpu_count()} cores")  # fmt: skip
 
     stack = Stack(s)
     stack.up(["triton", "gateway"])
+    bare, bare_url = start_bare_app(run, booster)
     loop = asyncio.new_event_loop()
-    triton = TritonClient(s.triton_url or "", timeout_s=300)
-    gw = httpx.Client(
-        base_url=s.gateway_url or "",
-        timeout=300,
-        headers={"X-API-Key": s.gateway_api_key.get_secret_value()},
-    )
+    triton = TritonClient(s.triton_grpc_url or "", timeout_s=300)
     try:
-        from secml.abp.model import predict
-
-        abp: dict[tuple[str, int], dict[str, float]] = {}
-        for batch in BATCHES:
-            recs = (nvsmi * (1 + batch // len(nvsmi)))[:batch]
-            payload = [json.dumps(r) for r in recs]
-            body = {"detector": "abp", "source": "nvsmi", "records": recs}
-
-            def via_gateway(body: dict = body) -> None:
-                gw.post("/predict", json=body).raise_for_status()
-
-            def via_triton(payload: list[str] = payload) -> None:
-                loop.run_until_complete(
-                    triton.infer("abp_nvsmi_xgb", [bytes_column("RECORDS", payload)], ["RESULT"])
-                )
-
-            abp[("gateway", batch)] = measure(via_gateway, batch, budget)
-            abp[("triton", batch)] = measure(via_triton, batch, budget)
-            abp[("in-process", batch)] = measure(lambda r=recs: predict(booster, r), batch, budget)
-        table("ABP (abp-nvsmi-xgb, 200 trees, depth 6)", abp)
-
-        scorer = DfpScorer(repo / "dfp", threshold=s.dfp_z_threshold)
-        pool = duo_events(lru_users[:64], 16, seed=2)
-        warm_payload = [json.dumps(r) for r in pool[:64]]
-        loop.run_until_complete(
-            triton.infer(
-                "dfp",
-                [
-                    bytes_column("RECORDS", warm_payload),
-                    bytes_column("SOURCE", ["duo"] * len(warm_payload)),
-                ],
-                ["RESULT"],
-            )
-        )
-        dfp: dict[tuple[str, int], dict[str, float]] = {}
-        for batch in BATCHES:
-            recs = pool[:batch] if batch > 1 else pool[:1]
-            payload = [json.dumps(r) for r in recs]
-            body = {"detector": "dfp", "source": "duo", "records": recs}
-
-            def via_gateway(body: dict = body) -> None:
-                gw.post("/predict", json=body).raise_for_status()
-
-            def via_triton(payload: list[str] = payload) -> None:
-                inputs = [
-                    bytes_column("RECORDS", payload),
-                    bytes_column("SOURCE", ["duo"] * len(payload)),
-                ]
-                loop.run_until_complete(triton.infer("dfp", inputs, ["RESULT"]))
-
-            dfp[("gateway", batch)] = measure(via_gateway, batch, budget)
-            dfp[("triton", batch)] = measure(via_triton, batch, budget)
-            dfp[("in-process", batch)] = measure(
-                lambda r=recs: scorer.score_records(r, "duo"), batch, budget
-            )
-        table("DFP (duo, per-user autoencoders [512,500]/[512], events of up to 64 users)", dfp)
-
-        # 1,000 users behind one Triton model: cached vs evicted users, memory
-        pid = stack.pid("triton") or _triton_pid(s.triton_http_port)
-        before = rss_mib(pid) if pid else float("nan")
-        cache = s.dfp_model_cache_size
-
-        def lru_cell(users: list[str], rounds: int) -> dict[str, float]:
-            lat = []
-            for r in range(rounds):
-                for i in range(0, len(users), 64):
-                    recs = duo_events(users[i : i + 64], 1, seed=r)
-                    payload = [json.dumps(x) for x in recs]
-                    inputs = [
-                        bytes_column("RECORDS", payload),
-                        bytes_column("SOURCE", ["duo"] * len(payload)),
-                    ]
-                    t0 = time.perf_counter()
-                    loop.run_until_complete(triton.infer("dfp", inputs, ["RESULT"]))
-                    lat.append(time.perf_counter() - t0)
-            lat.sort()
-            return {
-                "p50_ms": 1000 * statistics.median(lat),
-                "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
-                "n": len(lat),
-            }
-
-        hot = lru_users[: min(cache // 2, len(lru_users))]
-        lru_cell(hot, 1)  # load them
-        warm = lru_cell(hot, 3)
-        cold = lru_cell(lru_users, 1)  # > cache: every batch loads models from disk
-        after = rss_mib(pid) if pid else float("nan")
-        one = sum(
-            f.stat().st_size for f in (repo / "dfp" / "users" / "dfp-duo-generic" / "1").iterdir()
-        )
-        print(f"\n### DFP with {len(lru_users)} users in one Triton model (LRU {cache})\n")
-        print(
-            f"- model files per user: {one / 2**20:.2f} MiB; on disk for all: "
-            f"{one * (len(lru_users) + 1) / 2**30:.2f} GiB"
-        )
-        print(
-            f"- Triton RSS (server + python stubs): {before:.0f} MiB after the latency runs, "
-            f"{after:.0f} MiB after touching all {len(lru_users)} users"
-        )
-        print(
-            f"- 64-event batches of 64 distinct cached users: p50 {warm['p50_ms']:.1f} ms, "
-            f"p99 {warm['p99_ms']:.1f} ms ({warm['n']} requests)"
-        )
-        print(
-            f"- 64-event batches of 64 distinct uncached users (loaded from disk): p50 "
-            f"{cold['p50_ms']:.1f} ms, p99 {cold['p99_ms']:.1f} ms ({cold['n']} requests)"
-        )
+        p1(s, booster, nvsmi, rounds, loop, triton)
+        p2(s, bare_url, nvsmi, rounds, 3.0 if args.quick else 6.0)
+        p3(s, repo, rounds)
+        if args.users:
+            lru(s, stack, repo, lru_users, loop, triton, bytes_column)
     finally:
-        gw.close()
+        bare.terminate()
+        bare.wait(timeout=10)
         loop.run_until_complete(triton.aclose())
         loop.close()
         stack.down(timeout_s=10)
         shutil.rmtree(run, ignore_errors=True)
     return 0
+
+
+def lru(s: Any, stack: Any, repo: Path, users: list[str], loop: Any, triton: Any, col: Any) -> None:
+    """1,000 users behind one Triton model: cached vs evicted users, memory."""
+    pid = stack.pid("triton") or _triton_pid(s.triton_http_port)
+    before = rss_mib(pid) if pid else float("nan")
+    cache = s.dfp_model_cache_size
+
+    def cell(group: list[str], rounds: int) -> dict[str, float]:
+        lat = []
+        for r in range(rounds):
+            for i in range(0, len(group), 64):
+                recs = duo_events(group[i : i + 64], 1, seed=r)
+                payload = [json.dumps(x) for x in recs]
+                inputs = [col("RECORDS", payload), col("SOURCE", ["duo"] * len(payload))]
+                t0 = time.perf_counter()
+                loop.run_until_complete(triton.infer("dfp", inputs, ["RESULT"]))
+                lat.append(time.perf_counter() - t0)
+        lat.sort()
+        return {
+            "p50_ms": 1000 * statistics.median(lat),
+            "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+            "n": len(lat),
+        }
+
+    hot = users[: min(cache // 2, len(users))]
+    cell(hot, 1)  # load them
+    warm = cell(hot, 3)
+    cold = cell(users, 1)  # > cache: every batch loads models from disk
+    after = rss_mib(pid) if pid else float("nan")
+    one = sum(
+        f.stat().st_size for f in (repo / "dfp" / "users" / "dfp-duo-generic" / "1").iterdir()
+    )
+    print(f"\n### DFP with {len(users)} users in one Triton model (LRU {cache})\n")
+    print(f"- model files per user: {one / 2**20:.2f} MiB; on disk for all: "
+          f"{one * (len(users) + 1) / 2**30:.2f} GiB")  # fmt: skip
+    print(f"- Triton RSS (server + python stubs): {before:.0f} MiB before, {after:.0f} MiB after "
+          f"touching all {len(users)} users")  # fmt: skip
+    print(f"- 64-event batches of 64 cached users: p50 {warm['p50_ms']:.1f} ms, "
+          f"p99 {warm['p99_ms']:.1f} ms ({warm['n']} requests)")  # fmt: skip
+    print(f"- 64-event batches of 64 uncached users (loaded from disk): p50 "
+          f"{cold['p50_ms']:.1f} ms, p99 {cold['p99_ms']:.1f} ms "
+          f"({cold['n']} requests)")  # fmt: skip
 
 
 def _triton_pid(port: int) -> int | None:

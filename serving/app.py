@@ -8,7 +8,6 @@ detections store, ``/metrics`` serves the instrumentator's ``http_*`` families p
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import weakref
@@ -17,17 +16,20 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any
 
 import anyio
+import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
 from prometheus_fastapi_instrumentator import Instrumentator
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from secml.dfp.schema import record_user
+from secml.dfp.schema import SchemaError, record_user
+from secml.repository import NOT_SYNCED
 from secml.settings import Settings, get_settings
 from secml.store import DetectionStore, StoreError
-from serving import metrics
-from serving.detectors import DETECTORS, DetectorSpec, RecordError, known_pairs
-from serving.repository import NOT_SYNCED
+from serving import metrics, schemas
+from serving.detectors import DETECTORS, DetectorSpec, bounded_record, event_id, known_pairs
+from serving.schemas import PredictResponse, Problem, ValidationErrors
 from serving.triton import (
     TritonClient,
     TritonModelError,
@@ -40,62 +42,6 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
 STORE_TIMEOUT_S = 10.0
-
-
-class PredictRequest(BaseModel):
-    """Records of one data source to score with one detector."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "detector": "dfp",
-                    "source": "duo",
-                    "records": [
-                        {
-                            "timestamp": 1763000000,
-                            "user": {"name": "alice@example.com"},
-                            "result": "success",
-                        }
-                    ],
-                }
-            ]
-        }
-    )
-
-    detector: str = Field(description="abp or dfp", min_length=1, max_length=32)
-    source: str = Field(description="nvsmi (abp), duo or azure (dfp)", min_length=1, max_length=32)
-    records: list[dict[str, Any]] = Field(description="raw records as they appear in the logs")
-
-
-class RecordResult(BaseModel):
-    """The answer for one record."""
-
-    index: int
-    event_id: str
-    score: float = Field(
-        description="ABP: P(mining); DFP: calibrated risk (mean_abs_z if the model has none)"
-    )
-    anomaly: bool
-    decision: str = Field(description="abp: mining|benign; dfp: anomalous|normal")
-    model: str = Field(description="registered model that scored the record")
-    version: str = Field(description="registered model version")
-    model_version: str = Field(description="<model>:<version>")
-    top_features: list[dict[str, Any]] | None = Field(
-        default=None, description="DFP: features with the largest z-scores"
-    )
-    details: dict[str, Any] = Field(default_factory=dict)
-    detection_id: int | None = Field(default=None, description="id in the detections store")
-
-
-class PredictResponse(BaseModel):
-    """Per-record answers of one /predict call."""
-
-    detector: str
-    source: str
-    n_records: int
-    n_anomalies: int
-    results: list[RecordResult]
 
 
 class Health(BaseModel):
@@ -117,7 +63,7 @@ class Readiness(BaseModel):
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the Triton connection pool and the store; close them on shutdown."""
     s = get_settings()
-    app.state.triton = TritonClient(s.triton_url or "", timeout_s=s.triton_timeout_s)
+    app.state.triton = TritonClient(s.triton_grpc_url or "", timeout_s=s.triton_timeout_s)
     app.state.store = None
     try:
         yield
@@ -210,7 +156,11 @@ async def ready(request: Request, triton: TritonDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if triton_ok and store_ok else 503)
 
 
-@app.get("/models", tags=["predict"])
+@app.get(
+    "/models",
+    tags=["predict"],
+    responses={503: {"description": "Triton is unavailable; see Retry-After", "model": Problem}},
+)
 async def models(triton: TritonDep) -> dict[str, Any]:
     """Known detector/source pairs and the Triton models that are loaded."""
     try:
@@ -235,23 +185,69 @@ def _lookup(detector: str, source: str) -> DetectorSpec:
     return spec
 
 
-def _validate(spec: DetectorSpec, records: list[dict[str, Any]]) -> list[str]:
-    """Validate every record; 422 naming each bad record's index and field."""
-    errors: list[RecordError] = spec.validate(records)
-    if errors:
-        metrics.REQUEST_ERRORS.labels(status="422").inc()
+def _invalid(errors: list[dict[str, Any]]) -> HTTPException:
+    """422 with FastAPI's error shape: each error's loc names the body path."""
+    metrics.REQUEST_ERRORS.labels(status="422").inc()
+    return HTTPException(status_code=422, detail=errors)
+
+
+def _body(raw: bytes) -> tuple[str, str, list[dict[str, Any]]]:
+    """(detector, source, records) of a request body decoded with orjson; 400 / 422 name
+    what is wrong."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        metrics.REQUEST_ERRORS.labels(status="400").inc()
         raise HTTPException(
-            status_code=422,
-            detail=[
+            status_code=400, detail=f"body is not JSON: {exc.msg} at character {exc.pos}"
+        ) from None
+    if not isinstance(body, dict):
+        raise _invalid(
+            [{"loc": ["body"], "msg": "expected a JSON object", "type": "model_attributes_type"}]
+        )
+    errors = []
+    for key in ("detector", "source"):
+        v = body.get(key)
+        if not isinstance(v, str) or not 1 <= len(v) <= 32:
+            msg = "required" if v is None else "must be a string of 1 to 32 characters"
+            errors.append({"loc": ["body", key], "msg": f"field {key!r} {msg}", "type": "value"})
+    records = body.get("records")
+    if not isinstance(records, list):
+        what = "required" if records is None else "must be a list of records"
+        errors.append(
+            {"loc": ["body", "records"], "msg": f"field 'records' {what}", "type": "list"}
+        )
+    else:
+        errors += [
+            {
+                "loc": ["body", "records", i],
+                "msg": f"record {i}: expected a JSON object, got {type(r).__name__}",
+                "type": "model_attributes_type",
+            }
+            for i, r in enumerate(records)
+            if not isinstance(r, dict)
+        ][:50]
+    if errors:
+        raise _invalid(errors)
+    return body["detector"], body["source"], records
+
+
+def _prepare(spec: DetectorSpec, records: list[dict[str, Any]]) -> tuple[Any, list[str]]:
+    """The model's input tensors and the records' event ids; 422 naming each bad record's
+    index and field."""
+    prepared = spec.prepare(records)
+    if prepared.errors:
+        raise _invalid(
+            [
                 {
                     "loc": ["body", "records", e.index, e.field],
                     "msg": str(e),
                     "type": "value_error",
                 }
-                for e in errors
-            ],
+                for e in prepared.errors
+            ]
         )
-    return [spec.encode(r) for r in records]
+    return prepared, [event_id(r) for r in records]
 
 
 async def _model_error(
@@ -312,7 +308,9 @@ async def _store_call(request: Request, method: str, *args: Any) -> Any:
 async def _store(
     request: Request, spec: DetectorSpec, records: list[dict[str, Any]], results: list[dict]
 ) -> None:
-    """Write every anomaly to the detections store; set each result's detection_id."""
+    """Write every anomaly (a bounded copy of its record) to the detections store; set each
+    result's detection_id."""
+    max_bytes = get_settings().gateway_record_max_bytes
     rows, where = [], []
     for rec, res in zip(records, results, strict=True):
         if not res["anomaly"]:
@@ -325,7 +323,7 @@ async def _store(
                 "detector": spec.detector,
                 "source": spec.source,
                 "event_id": res["event_id"],
-                "record": rec,
+                "record": bounded_record(rec, max_bytes, spec.keep),
                 "score": res["score"],
                 "is_anomaly": True,
                 "model_version": res["model_version"],
@@ -367,29 +365,83 @@ def _observe(spec: DetectorSpec, results: list[dict[str, Any]]) -> None:
         metrics.set_model_version(spec.detector, spec.source, model, version)
 
 
+_PROBLEM = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+_RETRY = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the body is not JSON", "model": Problem},
+    401: {"description": "bad or missing X-API-Key", "model": Problem},
+    404: {"description": "unknown detector/source or model not loaded", "model": Problem},
+    413: {"description": "too many records", "model": Problem},
+    422: {
+        "description": "invalid body or record: names the record index and the field",
+        "model": ValidationErrors,
+    },
+    503: {
+        "description": "Triton or the store is unavailable; see Retry-After",
+        "model": Problem,
+        "headers": _RETRY,
+    },
+    504: {
+        "description": "Triton did not answer in time; see Retry-After",
+        "model": Problem,
+        "headers": _RETRY,
+    },
+}
+_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in schemas.REQUESTS],
+                "discriminator": {
+                    "propertyName": "source",
+                    "mapping": {
+                        "nvsmi": "#/components/schemas/AbpRequest",
+                        "duo": "#/components/schemas/DuoRequest",
+                        "azure": "#/components/schemas/AzureRequest",
+                    },
+                },
+            },
+            "example": {
+                "detector": "dfp",
+                "source": "duo",
+                "records": [
+                    {
+                        "timestamp": 1763000000,
+                        "user": {"name": "alice@example.com"},
+                        "result": "success",
+                    }
+                ],
+            },
+        }
+    },
+}
+
+
 @app.post(
     "/predict",
     response_model=PredictResponse,
     tags=["predict"],
     dependencies=[Depends(require_api_key)],
-    responses={
-        401: {"description": "bad or missing X-API-Key"},
-        404: {"description": "unknown detector/source or model not loaded"},
-        413: {"description": "too many records"},
-        422: {"description": "invalid record: names the record index and the field"},
-        503: {"description": "Triton or the store is unavailable; see Retry-After"},
-        504: {"description": "Triton did not answer in time; see Retry-After"},
-    },
+    responses=PREDICT_RESPONSES,
+    openapi_extra={"requestBody": _REQUEST_BODY},
 )
-async def predict(
-    body: PredictRequest, request: Request, triton: TritonDep, settings: SettingsDep
-) -> PredictResponse:
-    """Score raw records with the detector's production model; store every anomaly."""
-    spec = _lookup(body.detector, body.source)
-    n = len(body.records)
+async def predict(request: Request, triton: TritonDep, settings: SettingsDep) -> Response:
+    """Score raw records with the detector's production model; store every anomaly.
+
+    The body is one of the typed requests (ABP on nvidia-smi, DFP on Duo or Azure AD records).
+    """
+    raw = await request.body()
+    if len(raw) > 65536:  # decoding megabytes would hold up the event loop
+        detector, source, records = await anyio.to_thread.run_sync(_body, raw)
+    else:
+        detector, source, records = _body(raw)
+    spec = _lookup(detector, source)
+    n = len(records)
     if n == 0:
-        metrics.REQUEST_ERRORS.labels(status="422").inc()
-        raise HTTPException(status_code=422, detail="records: at least one record is required")
+        raise _invalid(
+            [{"loc": ["body", "records"], "msg": "at least one record is required", "type": "list"}]
+        )
     if n > settings.gateway_max_batch:
         metrics.REQUEST_ERRORS.labels(status="413").inc()
         raise HTTPException(
@@ -397,22 +449,29 @@ async def predict(
             detail=f"records: {n} records exceed the batch limit of {settings.gateway_max_batch}",
         )
     metrics.BATCH_RECORDS.labels(detector=spec.detector).observe(n)
-    payloads = await anyio.to_thread.run_sync(_validate, spec, body.records)
-    inputs = [bytes_column("RECORDS", payloads)]
-    if spec.with_source:
-        inputs.append(bytes_column("SOURCE", [spec.source] * n))
-    users = sorted({record_user(r, spec.source) for r in body.records}) if spec.stateful else []
+    if n > 16:  # featurizing and hashing a big batch would hold up the event loop
+        prepared, ids = await anyio.to_thread.run_sync(_prepare, spec, records)
+    else:
+        prepared, ids = _prepare(spec, records)
+    inputs = prepared.inputs
+    users: list[str] = []
+    if spec.stateful:
+        try:
+            users = sorted({record_user(r, spec.source) for r in records})
+        except SchemaError as exc:  # checked by prepare already; kept for safety
+            raise _invalid(
+                [{"loc": ["body", "records"], "msg": str(exc), "type": "value"}]
+            ) from exc
     async with AsyncExitStack() as held:
         for user in users:  # one request at a time per user: its state is read, then written
             await held.enter_async_context(_user_lock(request, spec.source, user))
-        outputs = ["RESULT"]
         if spec.stateful:
             states = await _store_call(request, "load_user_states", spec.source, users)
-            inputs.append(bytes_column("STATE", [json.dumps(states)] + [""] * (n - 1)))
-            outputs.append("STATE_OUT")
+            state = [orjson.dumps(states)] + [b""] * (n - 1)
+            inputs = [*inputs, bytes_column("STATE", state)]
         try:
             async with asyncio.timeout(settings.triton_timeout_s + 1):
-                out = await triton.infer(spec.triton_model, inputs, outputs=outputs)
+                out = await triton.infer(spec.triton_model, inputs, outputs=prepared.outputs)
         except (TimeoutError, TritonTimeout) as exc:
             detail = f"Triton did not answer within {settings.triton_timeout_s}s"
             raise _unavailable(detail, 504) from exc
@@ -421,19 +480,45 @@ async def predict(
         except TritonModelError as exc:
             raise await _model_error(spec, triton, exc) from exc
         if spec.stateful:
-            new_states = json.loads((out.get("STATE_OUT") or ["{}"])[0] or "{}")
+            state_out = out.get("STATE_OUT")
+            first = state_out.reshape(-1)[0] if state_out is not None and state_out.size else b""
+            new_states = orjson.loads(first or b"{}")
             await _store_call(request, "save_user_states", spec.source, new_states)
-    raw = out.get("RESULT") or []
-    if len(raw) != n:
-        raise _unavailable(f"Triton model {spec.triton_model!r} returned {len(raw)} of {n} results")
-    pairs = zip(body.records, raw, strict=True)
-    results = [spec.parse(i, rec, r) for i, (rec, r) in enumerate(pairs)]
-    await _store(request, spec, body.records, results)
+    try:
+        results = spec.answer(records, out)
+    except (ValueError, KeyError) as exc:
+        raise _unavailable(f"Triton model {spec.triton_model!r} answered badly: {exc}") from exc
+    for eid, res in zip(ids, results, strict=True):
+        res["event_id"] = eid
+        res["detection_id"] = None
+    await _store(request, spec, records, results)
     _observe(spec, results)
-    return PredictResponse(
-        detector=spec.detector,
-        source=spec.source,
-        n_records=n,
-        n_anomalies=sum(r["anomaly"] for r in results),
-        results=[RecordResult(**r) for r in results],
+    body = {
+        "detector": spec.detector,
+        "source": spec.source,
+        "n_records": n,
+        "n_anomalies": sum(r["anomaly"] for r in results),
+        "results": [
+            {k: v for k, v in r.items() if k not in ("user", "event_time")} for r in results
+        ],
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def custom_openapi() -> dict[str, Any]:
+    """The OpenAPI document with the typed request schemas in its components."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    spec = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
     )
+    components = spec.setdefault("components", {}).setdefault("schemas", {})
+    for model in schemas.REQUESTS:
+        doc = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        components.update(doc.pop("$defs", {}))
+        components[model.__name__] = doc
+    app.openapi_schema = spec
+    return spec
+
+
+app.openapi = custom_openapi  # type: ignore[method-assign]

@@ -1,24 +1,33 @@
-"""What the gateway knows about each (detector, source): its Triton model, validation, answers.
+"""What the gateway knows about each (detector, source): its Triton model, how records become
+the model's input tensors, and how the model's outputs become per-record answers.
 
-Validation here uses the shared package's own record parsing (``secml.dfp.schema``,
-``secml.abp``) so a record the gateway accepts is one the model can score. Every error names
-the record index and the field.
+ABP records are featurized here by the one featurizer (``secml.abp.features.extract``) and sent
+as typed tensors (FP32 ``[-1, 18]``); DFP records are checked with ``secml.dfp.schema`` and sent
+as compact JSON (BYTES) with their source. Every rejected record names its index and field.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from secml.store import event_id
+import numpy as np
+import orjson
 
-TRITON_ABP = "abp_nvsmi_xgb"
-TRITON_DFP = "dfp"
-ABP_REGISTERED = "abp-nvsmi-xgb"
+from secml.abp import features
+from secml.abp.serve import INPUT, INPUT_GPU, OUTPUT_SCORE, OUTPUT_THRESHOLD, OUTPUT_VERSION
+from secml.repository import ABP_MODEL, ABP_REGISTERED, DFP_MODEL
+from serving.triton import Tensor, bytes_column, fp32
+
+TRITON_ABP = ABP_MODEL
+TRITON_DFP = DFP_MODEL
+UUID_KEY = "nvidia_smi_log.gpu.uuid"
+TIMESTAMP_KEY = "nvidia_smi_log.timestamp"
+MAX_ERRORS = 50
 
 
 class RecordError(ValueError):
@@ -32,91 +41,205 @@ class RecordError(ValueError):
         self.message = message
 
 
+def event_id(record: Mapping[str, Any]) -> str:
+    """``secml.store.event_id`` (sha256 of the canonical JSON), computed with orjson.
+
+    orjson writes the same canonical text as ``json.dumps(sort_keys=True, separators=(',',
+    ':'), ensure_ascii=False)`` except for NaN/inf (null), floats below 1e-4 (written without an
+    exponent, or with an unpadded one), big integers and non-JSON types; a record whose orjson
+    text could be one of those takes the standard library's path.
+    """
+    try:
+        text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        text = None
+    if text is None or _NOT_CANONICAL.search(text):
+        text = json.dumps(
+            record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+        ).encode("utf-8")
+    return hashlib.sha256(text).hexdigest()
+
+
+def bounded_record(
+    record: Mapping[str, Any], max_bytes: int, keep: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The record as stored with a detection: whole when its JSON fits ``max_bytes``, else the
+    ``keep`` keys (what the model reads) plus a ``_truncated`` note with the original size."""
+    size = len(orjson.dumps(record, default=str))
+    if size <= max_bytes:
+        return dict(record)
+    out = {k: record[k] for k in keep if k in record}
+    out["_truncated"] = {"bytes": size, "keys": len(record), "kept": len(out)}
+    return out
+
+
+@dataclass
+class Prepared:
+    """Records turned into the model's inputs, or the errors that stop them."""
+
+    inputs: list[Tensor] = field(default_factory=list)
+    errors: list[RecordError] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+
 _FIELD_RE = re.compile(r"field '([^']+)'")
+_NOT_CANONICAL = re.compile(rb"null|0\.0000|[0-9]e-")
 _RECORD_RE = re.compile(r"record (\d+)")
 
 
 def _schema_error(exc: Exception, default_index: int) -> RecordError:
     """Turn a shared-package schema error into a RecordError (index and field from its text)."""
     text = str(exc)
-    field = _FIELD_RE.search(text)
+    fld = _FIELD_RE.search(text)
     idx = _RECORD_RE.search(text)
     return RecordError(
         int(idx.group(1)) if idx else default_index,
-        field.group(1) if field else "record",
+        fld.group(1) if fld else "record",
         text.split(": ", 1)[1] if ": " in text else text,
     )
 
 
-def _finite(value: Any, path: str = "") -> str | None:
-    """The path of the first non-finite float inside ``value`` (JSON cannot carry NaN/inf)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return path or "record"
-    if isinstance(value, dict):
-        for k, v in value.items():
-            bad = _finite(v, f"{path}.{k}" if path else str(k))
-            if bad:
-                return bad
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            bad = _finite(v, f"{path}[{i}]")
-            if bad:
-                return bad
-    return None
+# ---------------------------------------------------------------------------------- ABP
+ABP_KEEP: tuple[str, ...] = (
+    features.FEATURES
+    + tuple(a for names in features.ALIASES.values() for a in names)
+    + (UUID_KEY, TIMESTAMP_KEY, "nvidia_smi_log.gpu.product_name", "nvidia_smi_log.hostname")
+)
 
 
-def _common_checks(records: list[dict[str, Any]]) -> list[RecordError]:
-    """Checks every detector needs: finite numbers only."""
-    errors = []
-    for i, rec in enumerate(records):
-        bad = _finite(rec)
-        if bad:
-            errors.append(RecordError(i, bad, "must be a finite number (NaN/Infinity given)"))
-    return errors
+def prepare_abp(records: list[dict[str, Any]]) -> Prepared:
+    """Featurize nvidia-smi records (one featurizer) into FEATURES FP32 [-1, 18] + GPU."""
+    got = features.extract(records, max_errors=MAX_ERRORS)
+    if got.errors:
+        return Prepared(
+            errors=[RecordError(e.index or 0, e.field or "record", e.detail) for e in got.errors]
+        )
+    uuids = [r.get(UUID_KEY) for r in records]
+    gpu = bytes_column(INPUT_GPU, ["" if u is None else str(u) for u in uuids])
+    return Prepared(
+        [fp32(INPUT, got.X), gpu], outputs=[OUTPUT_SCORE, OUTPUT_THRESHOLD, OUTPUT_VERSION]
+    )
 
 
-def validate_dfp(source: str) -> Callable[[list[dict[str, Any]]], list[RecordError]]:
-    """A validator for DFP records of ``source`` built on ``secml.dfp.schema``."""
+def answer_abp(records: list[dict[str, Any]], out: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-record answers from SCORE/THRESHOLD/VERSION; event times parsed in bulk."""
+    n = len(records)
+    scores = np.asarray(out[OUTPUT_SCORE], dtype=np.float32).reshape(-1)
+    thresholds = np.asarray(out[OUTPUT_THRESHOLD], dtype=np.float32).reshape(-1)
+    versions = np.asarray(out[OUTPUT_VERSION]).reshape(-1)
+    if not len(scores) == len(thresholds) == len(versions) == n:
+        raise ValueError(f"{TRITON_ABP} returned {len(scores)} scores for {n} records")
+    times = features.iso_utc(features.epoch_seconds([r.get(TIMESTAMP_KEY) for r in records]))
+    results = []
+    for i, (rec, s, t, v, when) in enumerate(
+        zip(records, scores.tolist(), thresholds.tolist(), versions.tolist(), times, strict=True)
+    ):
+        anomaly = s >= t
+        version = str(v)
+        uuid = rec.get(UUID_KEY)
+        results.append(
+            {
+                "index": i,
+                "score": s,
+                "anomaly": anomaly,
+                "decision": "mining" if anomaly else "benign",
+                "model": ABP_REGISTERED,
+                "version": version,
+                "model_version": f"{ABP_REGISTERED}:{version}",
+                "top_features": None,
+                "details": {"p_mining": s, "threshold": t},
+                "user": None if uuid is None else str(uuid),
+                "event_time": when,
+            }
+        )
+    return results
 
-    def check(records: list[dict[str, Any]]) -> list[RecordError]:
+
+# ---------------------------------------------------------------------------------- DFP
+def prepare_dfp(source: str) -> Callable[[list[dict[str, Any]]], Prepared]:
+    """Check DFP records of ``source`` with ``secml.dfp.schema``; send them as JSON BYTES."""
+
+    def prepare(records: list[dict[str, Any]]) -> Prepared:
         from secml.dfp import schema
 
-        errors = _common_checks(records)
-        if errors:
-            return errors
         try:
             schema.extract(schema.frame_from_records(records, file="request"), source)
-            return []
         except schema.SchemaError:
-            pass
-        # slow path, only for bad batches: find every bad record
-        for i, rec in enumerate(records):
-            try:
-                schema.extract(schema.frame_from_records([rec], "request", start_index=i), source)
-            except schema.SchemaError as exc:
-                errors.append(_schema_error(exc, i))
-                if len(errors) >= 50:
-                    break
-        return errors
+            errors = []
+            for i, rec in enumerate(records):  # slow path, only for bad batches
+                try:
+                    schema.extract(
+                        schema.frame_from_records([rec], "request", start_index=i), source
+                    )
+                except schema.SchemaError as exc:
+                    errors.append(_schema_error(exc, i))
+                    if len(errors) >= MAX_ERRORS:
+                        break
+            return Prepared(errors=errors)
+        errors = _user_name_errors(records, source)
+        if errors:
+            return Prepared(errors=errors)
+        payload = [orjson.dumps(r) for r in records]
+        return Prepared(
+            [bytes_column("RECORDS", payload), bytes_column("SOURCE", [source] * len(records))],
+            outputs=["RESULT", "STATE_OUT"],
+        )
 
-    return check
+    return prepare
 
 
-def validate_abp(records: list[dict[str, Any]]) -> list[RecordError]:
-    """Validate flattened nvidia-smi records with the ABP feature parser (secml.abp.features)."""
-    from secml.abp import features
+def _user_name_errors(records: list[dict[str, Any]], source: str) -> list[RecordError]:
+    """Users whose name cannot become a model name (too long once escaped)."""
+    from secml.dfp.schema import record_user
+    from secml.naming import user_to_model_name
 
-    errors = _common_checks(records)
-    if errors:
-        return errors
+    field = "user.name" if source == "duo" else "properties.userPrincipalName"
+    errors, seen = [], set()
     for i, rec in enumerate(records):
+        user = record_user(rec, source)
+        if user in seen:
+            continue
+        seen.add(user)
         try:
-            features.parse_record(rec, i)
-        except features.FeatureError as exc:
-            errors.append(RecordError(i, exc.field or "record", exc.detail))
-            if len(errors) >= 50:
+            user_to_model_name(source, user)
+        except ValueError as exc:
+            errors.append(RecordError(i, field, str(exc)))
+            if len(errors) >= MAX_ERRORS:
                 break
     return errors
+
+
+def answer_dfp(positive: str, negative: str) -> Callable[..., list[dict[str, Any]]]:
+    """Per-record answers from the DFP model's RESULT JSON."""
+
+    def answer(records: list[dict[str, Any]], out: dict[str, Any]) -> list[dict[str, Any]]:
+        raw = out.get("RESULT")
+        raw = [] if raw is None else np.asarray(raw).reshape(-1)
+        if len(raw) != len(records):
+            raise ValueError(f"{TRITON_DFP} returned {len(raw)} results for {len(records)}")
+        results = []
+        for i, r in enumerate(raw):
+            res = orjson.loads(r)
+            anomaly = bool(res["anomaly"])
+            model, version = str(res["model"]), str(res["version"])
+            results.append(
+                {
+                    "index": i,
+                    "score": float(res["score"]),
+                    "anomaly": anomaly,
+                    "decision": positive if anomaly else negative,
+                    "model": model,
+                    "version": version,
+                    "model_version": f"{model}:{version}",
+                    "top_features": res.get("top_features"),
+                    "details": res.get("details") or {},
+                    "user": res.get("user"),
+                    "event_time": res.get("event_time"),
+                }
+            )
+        return results
+
+    return answer
 
 
 @dataclass(frozen=True)
@@ -126,47 +249,32 @@ class DetectorSpec:
     detector: str
     source: str
     triton_model: str
-    validate: Callable[[list[dict[str, Any]]], list[RecordError]]
-    with_source: bool = False
+    prepare: Callable[[list[dict[str, Any]]], Prepared]
+    answer: Callable[[list[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
+    keep: tuple[str, ...] = ()  # keys a bounded stored copy keeps
     # DFP: per-user history state read from and written back to the detections store
     stateful: bool = False
-    positive: str = "anomalous"
-    negative: str = "normal"
-
-    def encode(self, record: dict[str, Any]) -> str:
-        """The record as compact JSON for Triton's BYTES input."""
-        return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
-
-    def parse(self, index: int, record: dict[str, Any], raw: str | bytes) -> dict[str, Any]:
-        """Turn one RESULT element (JSON from the Triton model) into the per-record answer."""
-        res = json.loads(raw)
-        anomaly = bool(res["anomaly"])
-        model, version = str(res["model"]), str(res["version"])
-        return {
-            "index": index,
-            "event_id": event_id(record),
-            "score": float(res["score"]),
-            "anomaly": anomaly,
-            "decision": self.positive if anomaly else self.negative,
-            "model": model,
-            "version": version,
-            "model_version": f"{model}:{version}",
-            "top_features": res.get("top_features"),
-            "details": res.get("details") or {},
-            "user": res.get("user"),
-            "event_time": res.get("event_time"),
-        }
 
 
 DETECTORS: dict[tuple[str, str], DetectorSpec] = {
-    ("abp", "nvsmi"): DetectorSpec(
-        "abp", "nvsmi", TRITON_ABP, validate_abp, positive="mining", negative="benign"
-    ),
+    ("abp", "nvsmi"): DetectorSpec("abp", "nvsmi", TRITON_ABP, prepare_abp, answer_abp, ABP_KEEP),
     ("dfp", "duo"): DetectorSpec(
-        "dfp", "duo", TRITON_DFP, validate_dfp("duo"), with_source=True, stateful=True
+        "dfp",
+        "duo",
+        TRITON_DFP,
+        prepare_dfp("duo"),
+        answer_dfp("anomalous", "normal"),
+        ("timestamp", "isotimestamp", "user", "result", "reason", "access_device", "auth_device"),
+        stateful=True,
     ),
     ("dfp", "azure"): DetectorSpec(
-        "dfp", "azure", TRITON_DFP, validate_dfp("azure"), with_source=True, stateful=True
+        "dfp",
+        "azure",
+        TRITON_DFP,
+        prepare_dfp("azure"),
+        answer_dfp("anomalous", "normal"),
+        ("time", "properties", "category"),
+        stateful=True,
     ),
 }
 

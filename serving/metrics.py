@@ -46,6 +46,15 @@ BATCH_RECORDS = Histogram(
     buckets=(1, 8, 64, 256, 1024, 4096),
 )
 
+SYNC_RUNS = Counter(
+    "serving_sync_runs_total",
+    "Model sync rounds per model and outcome (changed, unchanged, failed)",
+    ["model", "outcome"],
+)
+SYNC_LAST = Gauge(
+    "serving_sync_last_round_timestamp_seconds", "When the sync loop last finished a round"
+)
+
 _versions: dict[tuple[str, str, str], str] = {}
 
 

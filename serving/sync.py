@@ -8,7 +8,7 @@ after the new one has loaded; sync waits until the new version answers ready and
 removes the old directory. Requests never see a gap (tested under traffic).
 
 DFP (``dfp-<source>-<user>`` / ``-generic``): thousands of per-user models are served by one
-Triton model ``dfp`` (see ``serving.repository``). Sync copies each new production version to
+Triton model ``dfp`` (see ``secml.repository``). Sync copies each new production version to
 ``dfp/users/<name>/<version>/`` and then swaps ``users/index.json`` atomically; the ``dfp``
 model re-reads the index within seconds. The previous version's files stay on disk until the
 next sync so requests that already resolved it finish.
@@ -23,7 +23,9 @@ import argparse
 import json
 import logging
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -33,8 +35,7 @@ from typing import Any
 import httpx
 from prefect import flow
 
-from secml.settings import Settings, get_settings
-from serving.repository import (
+from secml.repository import (
     ABP_MODEL,
     ABP_REGISTERED,
     DFP_MODEL,
@@ -49,6 +50,7 @@ from serving.repository import (
     version_dirs,
     write_json_atomic,
 )
+from secml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class SyncResult:
     triton_version: int | None = None
     message: str = ""
     updated: list[str] = field(default_factory=list)
+    failed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for logs and flow results."""
@@ -155,6 +158,27 @@ class TritonRepo:
         r = self.http.get(f"/v2/models/{model}/versions/{version}/ready")
         return r.status_code == 200
 
+    def states(self, model: str) -> dict[int, str]:
+        """Version -> state of ``model`` in Triton's repository index."""
+        r = self.http.post("/v2/repository/index", json={}, headers=self.admin_headers)
+        r.raise_for_status()
+        return {
+            int(m["version"]): str(m.get("state"))
+            for m in r.json()
+            if m.get("name") == model and str(m.get("version", "")).isdigit()
+        }
+
+    def wait_unloaded(self, model: str, versions: list[int], timeout_s: float = 30.0) -> None:
+        """Wait (bounded) until Triton has finished unloading ``versions`` (their files may
+        only go then); the new version serves meanwhile."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            states = self.states(model)
+            if not any(states.get(v) in ("UNLOADING", "LOADING") for v in versions):
+                return
+            time.sleep(0.2)
+        log.warning("%s: versions %s still unloading after %.0fs", model, versions, timeout_s)
+
     def wait_ready(self, model: str, version: int, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Block until the version is ready or raise after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
@@ -209,6 +233,7 @@ def swap_in(triton: TritonRepo, model: str, model_dir: Path, new: int) -> list[i
     old = [v for v in version_dirs(model_dir) if v != new]
     triton.load(model)
     triton.wait_ready(model, new)
+    triton.wait_unloaded(model, old)
     still = [v for v in old if triton.version_ready(model, v)]
     if still:
         log.warning("%s: versions %s still ready next to %d", model, still, new)
@@ -342,20 +367,35 @@ def sync_all(settings: Settings | None = None) -> list[SyncResult]:
             results.append(fn(settings, client))
         except Exception as exc:  # noqa: BLE001 - report and carry on with the next detector
             log.error("sync step %s failed: %s", fn.__name__, exc)
-            results.append(SyncResult(fn.__name__.removeprefix("sync_"), False, message=str(exc)))
+            name = fn.__name__.removeprefix("sync_")
+            results.append(SyncResult(name, False, message=str(exc), failed=True))
     return results
 
 
-def poll(interval_s: float, settings: Settings | None = None, rounds: int | None = None) -> None:
-    """Sync every ``interval_s`` seconds (``rounds`` times, or forever)."""
+def poll(
+    interval_s: float | None = None,
+    settings: Settings | None = None,
+    rounds: int | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Follow the MLflow aliases: sync every ``interval_s`` seconds (default
+    ``settings.sync_poll_s``), ``rounds`` times or until ``stop`` is set."""
+    from serving import metrics
+
+    settings = settings or get_settings()
+    interval_s = interval_s if interval_s is not None else settings.sync_poll_s
+    stop = stop or threading.Event()
     n = 0
     while rounds is None or n < rounds:
         for r in sync_all(settings):
+            outcome = "failed" if r.failed else ("changed" if r.changed else "unchanged")
+            metrics.SYNC_RUNS.labels(model=r.model, outcome=outcome).inc()
             if r.changed:
                 log.info("sync: %s", r.to_dict())
+        metrics.SYNC_LAST.set_to_current_time()
         n += 1
-        if rounds is None or n < rounds:
-            time.sleep(interval_s)
+        if (rounds is None or n < rounds) and stop.wait(interval_s):
+            return
 
 
 @flow(name="serving-sync", log_prints=False)
@@ -365,13 +405,29 @@ def serving_sync() -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m serving.sync [--poll SECONDS]``."""
+    """CLI: ``python -m serving.sync [--poll [SECONDS]] [--metrics-port PORT]``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--poll", type=float, default=None, help="sync every N seconds (forever)")
+    ap.add_argument(
+        "--poll",
+        type=float,
+        nargs="?",
+        const=0.0,
+        default=None,
+        help="follow the aliases: sync every N seconds (default settings.sync_poll_s), forever",
+    )
+    ap.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=get_settings().log_level)
-    if args.poll:
-        poll(args.poll)
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level)
+    if args.poll is not None:
+        if args.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(args.metrics_port, addr=settings.host)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        poll(args.poll or None, settings, stop=stop)
         return 0
     results = sync_all()
     for r in results:

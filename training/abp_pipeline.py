@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import csv
 import io
-import json
 import logging
 import sys
 import time
@@ -114,10 +113,11 @@ def local_scorer(model: str) -> tuple[Scorer, str, float | None]:
 
 
 class TritonScorer:
-    """Score records on Triton's ``abp_nvsmi_xgb`` model (raw JSON records in, RESULT JSON out)."""
+    """Score rows on Triton's ``abp_nvsmi_xgb`` model: the rows' 18 features (FP32) and GPU
+    uuids in, SCORE and the served model's THRESHOLD out (typed tensors over gRPC)."""
 
     def __init__(self, url: str, timeout_s: float, max_batch: int = 4096) -> None:
-        """Connect lazily to Triton's HTTP endpoint ``url``."""
+        """Connect lazily to Triton's gRPC endpoint ``url``."""
         try:
             from serving.triton import TritonClient
         except ImportError as exc:
@@ -132,34 +132,32 @@ class TritonScorer:
         self.threshold: float | None = None  # the served model's own, as Triton reports it
 
     def __call__(
-        self, _X: np.ndarray, lines: list[bytes], _uuids: list[str | None] | None = None
+        self, X: np.ndarray, _lines: list[bytes], uuids: list[str | None] | None = None
     ) -> np.ndarray:
-        """P(mining) from Triton for rows given as their JSON text."""
-        from serving.triton import TritonError, bytes_column
+        """P(mining) from Triton for rows given as their feature matrix."""
+        from serving.triton import TritonError, bytes_column, fp32
 
-        out: list[float] = []
-        for i in range(0, len(lines), self.max_batch):
-            part = lines[i : i + self.max_batch]
-            tensor = bytes_column("RECORDS", [line.decode().strip() for line in part])
+        out: list[np.ndarray] = []
+        for i in range(0, len(X), self.max_batch):
+            part = X[i : i + self.max_batch]
+            gpu = [""] * len(part) if uuids is None else uuids[i : i + self.max_batch]
+            tensors = [fp32("FEATURES", part), bytes_column("GPU", [str(u or "") for u in gpu])]
             try:
                 res = self._loop.run_until_complete(
-                    self._client.infer(TRITON_MODEL, [tensor], ["RESULT"])
+                    self._client.infer(TRITON_MODEL, tensors, ["SCORE", "THRESHOLD"])
                 )
             except TritonError as exc:
                 raise PipelineError(
                     f"Triton at {self.url} could not score {TRITON_MODEL}: {exc}. "
                     "Is Triton up and the production model synced (serving.sync)?"
                 ) from None
-            for r in res["RESULT"]:
-                result = json.loads(r)
-                out.append(float(result["score"]))
-                got = (result.get("details") or {}).get("threshold")
-                if got is not None:
-                    self.threshold = float(got)
-        return np.asarray(out, dtype=np.float32)
+            out.append(np.asarray(res["SCORE"], dtype=np.float32).reshape(-1))
+            if len(res["THRESHOLD"]):
+                self.threshold = float(np.asarray(res["THRESHOLD"]).reshape(-1)[0])
+        return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
 
     def close(self) -> None:
-        """Close the connection pool and the event loop."""
+        """Close the channel and the event loop."""
         self._loop.run_until_complete(self._client.aclose())
         self._loop.close()
 
@@ -352,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             from secml.settings import get_settings
 
             settings = get_settings()
-            triton = TritonScorer(settings.triton_url, settings.triton_timeout_s)
+            triton = TritonScorer(settings.triton_grpc_url or "", settings.triton_timeout_s)
             scorer: Scorer = triton
             model_name, model_threshold = f"triton:{TRITON_MODEL}", None
         else:

@@ -93,6 +93,9 @@ AZURE_SUCCESS_REASON = "Other."
 DUO_RESULTS: frozenset[str] = frozenset({"success", "denied", "fraud", "failure", "error"})
 # Epoch seconds later than this (year 2286) are almost surely milliseconds.
 _MAX_EPOCH_S = 1e10
+_EARLIEST = pd.Timestamp.min.ceil("s").tz_localize("UTC")  # nanosecond timestamps: 1677..2262
+_LATEST = pd.Timestamp.max.floor("s").tz_localize("UTC")
+_LATEST_S = _LATEST.timestamp()
 
 # (output column, path in the record, required)
 _DUO_FIELDS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
@@ -203,6 +206,11 @@ def _duo_time(rec: Mapping[str, Any], where: str) -> pd.Timestamp:
                 f"{where}: field 'timestamp' = {ts!r} looks like milliseconds; "
                 "Duo writes epoch seconds"
             )
+        if secs >= _LATEST_S:
+            raise SchemaError(
+                f"{where}: field 'timestamp' = {ts!r} is after 2262-04-11, the latest time "
+                "a nanosecond timestamp holds"
+            )
         return pd.Timestamp(secs, unit="s", tz="UTC")
     iso = rec.get("isotimestamp")
     if iso is None:
@@ -220,7 +228,13 @@ def _iso(value: Any, name: str, where: str) -> pd.Timestamp:
         raise SchemaError(f"{where}: field '{name}' is not an ISO 8601 time: {value!r}") from exc
     if ts is pd.NaT:
         raise SchemaError(f"{where}: field '{name}' is not an ISO 8601 time: {value!r}")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if not _EARLIEST <= ts <= _LATEST:
+        raise SchemaError(
+            f"{where}: field '{name}' = {value!r} is outside 1677-09-22..2262-04-11, the times "
+            "a nanosecond timestamp holds"
+        )
+    return ts
 
 
 def _duo_row(rec: Mapping[str, Any], where: str) -> dict[str, Any]:

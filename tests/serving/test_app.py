@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -20,7 +21,8 @@ from .conftest import DFP_OTHER_USERS, DFP_USER, api_headers, duo_records
 
 
 class FakeTriton(TritonClient):
-    """Answers like the Triton models (RESULT JSON per row) without a server."""
+    """Answers like the ABP Triton model (SCORE, THRESHOLD, VERSION per row) without a server:
+    a fault double for the error paths; the real model is tested below."""
 
     def __init__(self, anomaly_every: int = 2, error: Exception | None = None) -> None:
         super().__init__("127.0.0.1:9", timeout_s=1)
@@ -31,25 +33,16 @@ class FakeTriton(TritonClient):
     async def infer(self, model: str, inputs: list, outputs: list[str] | None = None) -> dict:
         if self.error is not None:
             raise self.error
+        assert inputs[0].name == "FEATURES" and inputs[0].array.dtype == np.float32
         n = inputs[0].shape[0]
         self.calls.append((model, n))
-        rows = []
-        for i in range(n):
-            anomaly = i % self.anomaly_every == 0
-            rows.append(
-                json.dumps(
-                    {
-                        "score": 0.9 if anomaly else 0.1,
-                        "anomaly": anomaly,
-                        "model": "abp-nvsmi-xgb",
-                        "version": "7",
-                        "details": {"p_mining": 0.9 if anomaly else 0.1},
-                        "user": f"GPU-{i}",
-                        "event_time": "2026-11-01T00:00:00+00:00",
-                    }
-                )
-            )
-        return {"RESULT": rows, "model_version": "2"}
+        score = np.array([0.9 if i % self.anomaly_every == 0 else 0.1 for i in range(n)])
+        return {
+            "SCORE": score.astype(np.float32).reshape(-1, 1),
+            "THRESHOLD": np.full((n, 1), 0.5, dtype=np.float32),
+            "VERSION": np.full((n, 1), 7, dtype=np.int64),
+            "model_version": "2",
+        }
 
 
 @pytest.fixture
@@ -375,7 +368,7 @@ def test_gateway_recovers_by_itself_when_triton_returns(
         triton_grpc_port=_free_port(),
         triton_metrics_port=_free_port(),
     )
-    use_triton(TritonClient(s.triton_url or "", timeout_s=10))
+    use_triton(TritonClient(s.triton_grpc_url or "", timeout_s=10))
     body = {"detector": "abp", "source": "nvsmi", "records": nvsmi}
     down = predict(client, body)
     assert down.status_code == 503 and "Retry-After" in down.headers

@@ -12,16 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from secml.abp.features import FEATURES
-from serving.repository import (
-    ABP_MODEL,
-    DFP_MODEL,
-    AbpScorer,
-    DfpScorer,
-    NotSyncedError,
-    read_index,
-    version_dirs,
-)
-from serving.triton import TritonClient, bytes_column
+from secml.abp.serve import AbpScorer
+from secml.dfp.serve import DfpScorer
+from secml.repository import ABP_MODEL, DFP_MODEL, NotSyncedError, read_index, version_dirs
+from serving.triton import TritonClient, bytes_column, fp32
 
 from .conftest import DFP_USER, duo_records
 
@@ -43,10 +37,10 @@ HYPO = settings(
 
 
 def _infer(s: Any, model: str, records: list[dict], source: str | None = None) -> list[dict]:
-    """Score ``records`` on the session's Triton straight through its HTTP API."""
+    """Score DFP ``records`` on the session's Triton straight through its gRPC API."""
 
     async def go() -> dict:
-        client = TritonClient(s.triton_url, timeout_s=60)
+        client = TritonClient(s.triton_grpc_url, timeout_s=60)
         try:
             inputs = [bytes_column("RECORDS", [json.dumps(r) for r in records])]
             if source:
@@ -55,7 +49,22 @@ def _infer(s: Any, model: str, records: list[dict], source: str | None = None) -
         finally:
             await client.aclose()
 
-    return [json.loads(r) for r in asyncio.run(go())["RESULT"]]
+    return [json.loads(r) for r in asyncio.run(go())["RESULT"].reshape(-1)]
+
+
+def _infer_abp(s: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Score an (n, 18) feature matrix on the session's Triton (typed tensors)."""
+
+    async def go() -> dict:
+        client = TritonClient(s.triton_grpc_url, timeout_s=60)
+        try:
+            return await client.infer(
+                ABP_MODEL, [fp32("FEATURES", x)], ["SCORE", "THRESHOLD", "VERSION"]
+            )
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
 
 
 def _unit(field: str) -> str:
@@ -90,11 +99,13 @@ def test_abp_parity_with_in_process_xgboost(synced, abp_records, abp_production)
     @HYPO
     @given(batch=nvsmi_batches(base))
     def check(batch: list[dict]) -> None:
-        served = _infer(synced, ABP_MODEL, batch)
-        expected = score(abp_production["booster"], to_matrix(batch))
-        got = np.array([r["score"] for r in served])
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
-        assert [r["anomaly"] for r in served] == [bool(e >= 0.5) for e in expected]
+        x = to_matrix(batch)
+        served = _infer_abp(synced, x)
+        expected = score(abp_production["booster"], x)
+        assert served["SCORE"].dtype == np.float32 and served["SCORE"].shape == (len(batch), 1)
+        np.testing.assert_allclose(served["SCORE"].reshape(-1), expected, rtol=0, atol=1e-6)
+        assert set(served["VERSION"].reshape(-1).tolist()) == {int(abp_production["version"])}
+        assert set(served["THRESHOLD"].reshape(-1).tolist()) == {0.5}
 
     check()
 
@@ -120,7 +131,7 @@ def duo_batches(draw: st.DrawFn, base: list[dict]) -> list[dict]:
 def test_dfp_parity_with_in_process_scoring(synced, dfp_production):
     from secml.dfp.registry import ModelRegistry
     from secml.dfp.schema import process_records
-    from serving.repository import dfp_results, score_dfp_events
+    from secml.dfp.serve import dfp_results, score_dfp_events
 
     registry = ModelRegistry("duo", settings=synced, ttl_s=0.0)  # straight from MLflow
     base = duo_records(n_per_user=6, seed=21)
@@ -150,7 +161,7 @@ def test_unsynced_models_say_not_synced(tmp_repo):
     """Version 1 of each detector model has no weights: it answers NOT_SYNCED, naming the model."""
     abp = AbpScorer(tmp_repo / ABP_MODEL / "1")
     with pytest.raises(NotSyncedError, match="NOT_SYNCED: abp-nvsmi-xgb"):
-        abp.score_records([{"nvidia_smi_log.gpu.utilization.gpu_util": "3 %"}])
+        abp.outputs(np.zeros((1, 18), dtype=np.float32))
     dfp = DfpScorer(tmp_repo / DFP_MODEL)
     with pytest.raises(NotSyncedError, match="NOT_SYNCED: DFP duo"):
         dfp.score_records(duo_records(n_per_user=1, users=(DFP_USER,)), "duo")

@@ -1,55 +1,54 @@
-"""Triton python-backend model: ABP mining detection with the project's own scoring code.
+"""Triton python-backend model: ABP mining detection on typed tensors (secml.abp.serve).
 
 Serves ``<version dir>/model`` written by ``serving.sync``; the committed version 1 has none and
-answers every request with a NOT_SYNCED error. Runs secml.abp.features + XGBoost.
+answers every request with a NOT_SYNCED error. Dynamically batched requests are scored in one
+XGBoost call.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from serving.repository import AbpScorer
+from secml.abp.serve import INPUT, INPUT_GPU, AbpScorer
+from secml.settings import get_settings
+
+
+def _uuids(request: object, n: int) -> list[str | None]:
+    """The optional GPU uuids of a request (None per row when absent)."""
+    tensor = pb_utils.get_input_tensor_by_name(request, INPUT_GPU)
+    if tensor is None:
+        return [None] * n
+    raw = tensor.as_numpy().reshape(-1)
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in raw]
 
 
 class TritonPythonModel:
-    """Score dynamically batched requests of raw nvidia-smi records."""
+    """Score dynamically batched requests of (n, 18) feature matrices."""
 
     def initialize(self, args: dict) -> None:
-        """Load the version directory's booster (if any)."""
+        """Load the version directory's booster (if any) with the configured thread count."""
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.scorer = AbpScorer(version_dir)
+        self.scorer = AbpScorer(version_dir, threads=get_settings().serving_xgb_threads)
 
     def execute(self, requests: list) -> list:
-        """Concatenate every request's records, score them once, split the answers back."""
-        records, sizes, errors = [], [], []
-        for request in requests:
-            raw = pb_utils.get_input_tensor_by_name(request, "RECORDS").as_numpy().reshape(-1)
-            try:
-                batch = [json.loads(r) for r in raw]
-                errors.append(None)
-            except (ValueError, UnicodeDecodeError) as exc:
-                batch = []
-                errors.append(f"RECORDS is not JSON: {exc}")
-            records.extend(batch)
-            sizes.append(len(batch))
+        """Concatenate every request's rows, score them once, split the answers back."""
+        mats = [pb_utils.get_input_tensor_by_name(r, INPUT).as_numpy() for r in requests]
+        sizes = [len(m) for m in mats]
+        uuids: list[str | None] | None = None
+        if self.scorer.temporal:
+            uuids = [u for r, n in zip(requests, sizes, strict=True) for u in _uuids(r, n)]
         try:
-            results = self.scorer.score_records(records) if records else []
-            failure = None
+            x = mats[0] if len(mats) == 1 else np.concatenate(mats)
+            out = self.scorer.outputs(x.astype(np.float32, copy=False), uuids)
         except Exception as exc:  # noqa: BLE001 - reported to the client as the model's error
-            results, failure = [], str(exc)
+            error = pb_utils.TritonError(str(exc))
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
         responses, start = [], 0
-        for size, error in zip(sizes, errors, strict=True):
-            if error or failure:
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(error or failure))
-                )
-                continue
-            part = results[start : start + size]
-            start += size
-            out = np.array([json.dumps(r).encode() for r in part], dtype=object).reshape(-1, 1)
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("RESULT", out)]))
+        for n in sizes:
+            tensors = [pb_utils.Tensor(k, v[start : start + n]) for k, v in out.items()]
+            responses.append(pb_utils.InferenceResponse(tensors))
+            start += n
         return responses

@@ -14,8 +14,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from secml.dfp.history import UserState
+from secml.dfp.serve import DfpScorer
 from secml.settings import get_settings
-from serving.repository import DfpScorer
 
 
 def decode_states(tensor: object) -> dict[str, UserState]:
@@ -34,7 +34,10 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         """Point the scorer at this model's synced users directory."""
+        import torch
+
         s = get_settings()
+        torch.set_num_threads(s.serving_torch_threads)  # one per instance: instances = cores
         self.scorer = DfpScorer(
             Path(args["model_repository"]),
             threshold=s.dfp_z_threshold,
