@@ -9,7 +9,9 @@ labels a share of the events, then times, each the median of ``--repeat`` runs:
 - ``store.events`` page 1 and a deep page, sorted by score, filtered to unlabelled, by user text;
 - ``store.summary`` and ``store.timeline`` (the triage home) and ``store.event_detections``;
 - the Detections and Home pages rendered headless (``streamlit.testing.v1.AppTest``), which is
-  what the analyst waits for on each rerun (minus the browser's drawing).
+  what the analyst waits for on each rerun (minus the browser's drawing); and, when git has it,
+  the Detections page as it was before events (``--old-ref``, default the commit before them),
+  rendered the same way on the same store.
 
 Prints each figure and its ratio to the baseline. Usage:
 ``python -m bench.bench_ui --detections 100000 --events 5000``.
@@ -68,12 +70,29 @@ def _median(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(times)
 
 
-def _page(module: str) -> Callable[[], Any]:
-    """A function that renders ``ui.views.<module>`` once, headless, signed in."""
+def _old_page(ref: str) -> str | None:
+    """The Detections page's source at git ``ref`` (None when git or the ref is missing)."""
+    import subprocess
+
+    from secml.settings import ROOT
+
+    try:
+        out = subprocess.run(
+            ["git", "show", f"{ref}:ui/views/detections.py"],
+            cwd=ROOT, capture_output=True, text=True, check=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout + "\nrender()\n"
+
+
+def _page(module: str, source: str | None = None) -> Callable[[], Any]:
+    """A function that renders ``ui.views.<module>`` (or ``source``) once, headless, signed in."""
     from streamlit.testing.v1 import AppTest
 
     def run() -> None:
-        at = AppTest.from_string(f"from ui.views import {module}\n{module}.render()\n")
+        script = source or f"from ui.views import {module}\n{module}.render()\n"
+        at = AppTest.from_string(script)
         at.session_state["user"] = "bench"
         at.run(timeout=120)
         if at.exception:
@@ -89,6 +108,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=5_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--old-ref", default="46b6539", help="git ref of the pre-events page")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-ui-"))
     os.environ["SECML_STORE_URL"] = f"sqlite:///{tmp / 'detections.db'}"
@@ -131,9 +151,19 @@ def main() -> None:
         t = _median(fn, r)
         print(f"{name:42} {t:9.3f} {t / base:11.2f}x")
     page_r = max(1, r // 2)
-    for module in ("detections", "home"):
-        t = _median(_page(module), page_r)
-        print(f"{'page render: ' + module:42} {t:9.3f} {t / base:11.2f}x")
+    pages = {"detections": _page("detections"), "home": _page("home")}
+    old = _old_page(args.old_ref)
+    if old is not None:
+        pages[f"detections before events ({args.old_ref})"] = _page("detections", old)
+    rendered = {}
+    for name, fn in pages.items():
+        rendered[name] = t = _median(fn, page_r)
+        print(f"{'page render: ' + name:42} {t:9.3f} {t / base:11.2f}x")
+    if old is not None:
+        before = rendered[f"detections before events ({args.old_ref})"]
+        print(f"\nDetections page: {rendered['detections']:.3f} s now vs {before:.3f} s before "
+              f"({before / rendered['detections']:.1f}x faster), showing every event instead "
+              "of the newest 5,000 detections")  # fmt: skip
     print(f"\nevents: {first.total} (one row each) for {store.count()} detections; "
           "the baseline saw 5,000 detection rows with duplicates")  # fmt: skip
     store.close()

@@ -240,10 +240,10 @@ def test_older_store_file_gains_the_event_index(tmp_path):
     s = DetectionStore(url)
     s.add_detections([_row(1)])
     with s.engine.begin() as conn:
-        conn.execute(sa.text("DROP INDEX ix_detections_event"))
+        conn.execute(sa.text("DROP INDEX ix_detections_event_cover"))
     s.close()
     again = DetectionStore(url)
     names = {i["name"] for i in sa.inspect(again.engine).get_indexes("detections")}
-    assert "ix_detections_event" in names
+    assert "ix_detections_event_cover" in names
     assert again.events().total == 1
     again.close()

@@ -370,12 +370,10 @@ def render() -> None:
     query = _filters()
     size = int(settings.ui_page_size)
     try:
-        first = store.events(**query, page=1, page_size=size)
-        pages = first.pages
-        if int(st.session_state["f_page"]) > pages:
-            st.session_state["f_page"] = pages
-        page = int(st.session_state["f_page"])
-        result = first if page == 1 else store.events(**query, page=page, page_size=size)
+        result = store.events(**query, page=int(st.session_state["f_page"]), page_size=size)
+        if result.page > result.pages:  # past the end (fewer events now): the last page
+            st.session_state["f_page"] = result.pages
+            result = store.events(**query, page=result.pages, page_size=size)
     except Exception as exc:
         log.exception("store query failed")
         st.error(f"The detections store at {settings.store_url} is not available: {exc}")
