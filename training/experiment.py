@@ -11,6 +11,8 @@ nested run per detector and per attack and the report's archive.
     python -m training.experiment validate examples/experiments/abp-robustness.yaml
     python -m training.experiment run examples/experiments/abp-robustness.yaml
     python -m training.experiment plugins
+
+``run`` prints the results' summary as one JSON line, last.
 """
 
 from __future__ import annotations
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"experiment failed: {exc}", file=sys.stderr)  # noqa: T201
         return 1
     keys = ("experiment", "detectors", "attacks", "output_dir", "archive", "mlflow_run_id")
-    print(json.dumps({k: res[k] for k in keys}, indent=2, default=str))  # noqa: T201
+    # one line, last: the summary for scripts (MLflow prints its run links before it)
+    print(json.dumps({k: res[k] for k in keys}, default=str))  # noqa: T201
     return 0
 
 
