@@ -79,6 +79,26 @@ def test_panels_show_live_prometheus_data(prometheus_server, ui_settings, monkey
     exprs = {t["expr"] for t in targets if t.get("expr")}
     shown = texts(at.caption)
     assert not [c for c in shown if any(e in c for e in exprs)], shown
-    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
-    assert all(s["encoding"]["x"]["title"] == "time (UTC)" for s in specs)
-    assert {s["encoding"]["y"]["title"] for s in specs} <= set(UNITS.values())
+    for chart in at.get("vega_lite_chart"):
+        titles = _axis_titles(json.loads(chart.proto.spec))
+        assert titles["x"] == {"time (UTC)"}, titles
+        assert titles["y"] and titles["y"] <= set(UNITS.values()), titles
+
+
+def _axis_titles(spec: object) -> dict[str, set[str]]:
+    """Every x / y encoding title anywhere in a Vega-Lite spec (layers included)."""
+    found: dict[str, set[str]] = {"x": set(), "y": set()}
+    stack = [spec]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            enc = node.get("encoding")
+            if isinstance(enc, dict):
+                for axis in ("x", "y"):
+                    title = (enc.get(axis) or {}).get("title")
+                    if isinstance(title, str):
+                        found[axis].add(title)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
