@@ -66,14 +66,8 @@ DETECTION_COLUMNS = [
 ]
 LABELLED_COLUMNS = DETECTION_COLUMNS + ["label", "labelled_by", "labelled_at", "note"]
 _REQUIRED = ("detector", "source", "record", "score", "model_version")
-EVENT_COLUMNS = [
-    "detection_id",
-    "detector",
-    "source",
-    "event_id",
-    "user",
-    "event_time",
-    "score",
+# an event: the detection columns up to ``score`` (its latest detection, its highest score), then
+EVENT_COLUMNS = DETECTION_COLUMNS[: DETECTION_COLUMNS.index("score") + 1] + [
     "n_detections",
     "first_seen",
     "last_seen",

@@ -152,22 +152,6 @@ def _is_number(value: Any) -> bool:
         return False
 
 
-def label_detections(
-    store: Any, ids: Iterable[int], label: str, user: str, note: str = ""
-) -> list[int]:
-    """Append one label event per detection id; return the ids labelled."""
-    if label not in LABELS:
-        raise BackendError(f"label must be one of {LABELS}, got {label!r}")
-    if not user:
-        raise BackendError("a label needs the analyst's name: sign in first")
-    done = []
-    for det_id in ids:
-        store.add_label(int(det_id), label, user=user, note=note)
-        done.append(int(det_id))
-    log.info("%s labelled %d detection(s) %s", user, len(done), label)
-    return done
-
-
 def label_events(
     store: Any, ids: Iterable[int], label: str, user: str, note: str = ""
 ) -> list[int]:

@@ -48,10 +48,11 @@ def test_z_scores_from_details_and_columns() -> None:
     assert backend.z_scores(dfp) == {"locincrement": 7.0}
 
 
-def test_label_detections_appends_events_and_latest_counts(seeded_store) -> None:
+def test_label_events_appends_events_and_latest_counts(seeded_store) -> None:
     ids = list(seeded_store.detections()["detection_id"].astype(int))
-    backend.label_detections(seeded_store, ids[:2], "true_positive", user="alice", note="bulk")
-    backend.label_detections(seeded_store, ids[:1], "false_positive", user="bob")
+    done = backend.label_events(seeded_store, ids[:2], "true_positive", user="alice", note="bulk")
+    assert done == ids[:2]
+    backend.label_events(seeded_store, ids[:1], "false_positive", user="bob")
     df = seeded_store.detections().set_index("detection_id")
     assert df.loc[ids[0], "label"] == "false_positive"
     assert df.loc[ids[0], "labelled_by"] == "bob"
@@ -63,9 +64,9 @@ def test_label_detections_appends_events_and_latest_counts(seeded_store) -> None
     ("label", "user", "match"),
     [("maybe", "alice", "label must be one of"), ("true_positive", "", "sign in")],
 )
-def test_label_detections_refuses_bad_input(seeded_store, label, user, match) -> None:
+def test_label_events_refuses_bad_input(seeded_store, label, user, match) -> None:
     with pytest.raises(backend.BackendError, match=match):
-        backend.label_detections(seeded_store, [1], label, user=user)
+        backend.label_events(seeded_store, [1], label, user=user)
     assert seeded_store.labels_history(1).empty
 
 
