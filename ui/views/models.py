@@ -68,7 +68,13 @@ def render() -> None:
             st.info("No registered models yet: run a training deployment.")
         return
     st.dataframe(models, hide_index=True, key="models")
-    name = st.selectbox("Model", list(models["name"]), key="m_name")
+    names = list(models["name"])
+    wanted = st.query_params.get("model")
+    if "m_name" not in st.session_state and wanted in names:  # a reload or a shared link
+        st.session_state["m_name"] = wanted
+    name = st.selectbox("Model", names, key="m_name")
+    if st.query_params.get("model") != name:
+        st.query_params["model"] = name
     st.markdown(f"[Open {name} in MLflow]({backend.mlflow_model_url(settings, name)})")
     versions = backend.model_versions(client, name)
     st.subheader("Versions")

@@ -79,3 +79,17 @@ def test_empty_registry(ui_settings, tmp_path, monkeypatch) -> None:
     at = page_app("models").run()
     assert not at.exception
     assert any("No registered models yet" in i for i in texts(at.info))
+
+
+def test_model_in_the_url_is_opened(registry) -> None:
+    names = [f"dfp-duo-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    for n in names:
+        make_model(registry, n, [{"val_loss": 1.0}])
+    at = page_app("models")
+    at.query_params["model"] = names[1]
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="m_name").value == names[1]
+    at.selectbox(key="m_name").select(names[0]).run()
+    model = at.query_params["model"]
+    assert (model[-1] if isinstance(model, list) else model) == names[0]
