@@ -21,7 +21,6 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from secml.control import ControlInput, ControlMessage, message_id, parse_control_message
 from secml.dfp.batcher import batch_files
@@ -37,6 +36,7 @@ from secml.dfp.scoring import risk_details
 from secml.dfp.split import split_users
 from secml.dfp.train import exclude_confirmed_anomalies, experiment_id, train_user
 from secml.dfp.writer import write_detections
+from secml.experiments.cluster import task_runner
 from secml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -115,11 +115,19 @@ def train_user_task(
 
 @flow(name="dfp-train-users", log_prints=False)
 def train_users_flow(
-    jobs: list[tuple[str, str, pd.DataFrame]], params: dict[str, Any] | None = None
+    jobs: list[tuple[str, str, pd.DataFrame]],
+    params: dict[str, Any] | None = None,
+    source_params: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train every (source, user, rows) job as a parallel task; fail listing failed users."""
+    """Train every (source, user, rows) job as a parallel task; fail listing failed users.
+
+    ``source_params`` (source -> model parameters, e.g. tuned ones) wins over ``params``.
+    """
     logger = get_run_logger()
-    futures = [(s, u, train_user_task.submit(df, s, u, params)) for s, u, df in jobs]
+    by_source = source_params or {}
+    futures = [
+        (s, u, train_user_task.submit(df, s, u, by_source.get(s, params))) for s, u, df in jobs
+    ]
     results, failed = [], []
     for source, user, fut in futures:
         fut.wait()
@@ -133,20 +141,6 @@ def train_users_flow(
     return results
 
 
-def _task_runner(dask: bool, dask_address: str | None, workers: int) -> Any:
-    """Threads by default; prefect-dask on a LocalCluster or an existing scheduler on request."""
-    if not dask and not dask_address:
-        return ThreadPoolTaskRunner(max_workers=workers)
-    from prefect_dask import DaskTaskRunner
-
-    if dask_address:
-        return DaskTaskRunner(address=dask_address)
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "dashboard_address": None},
-    )
-
-
 @flow(name="dfp-train")
 def dfp_train(
     message: dict[str, Any] | str,
@@ -157,12 +151,16 @@ def dfp_train(
     dask_address: str | None = None,
     workers: int = 2,
     window_cache_dir: str | None = None,
+    use_tuned: bool = True,
 ) -> dict[str, Any]:
     """Train DFP models for every ``training`` input of ``message``; return a summary.
 
     Arguments left ``None`` are taken from the training task's ``properties`` (``train_users``,
     ``min_events``, ``skip_users``, ``only_users``, ``model_params``, ``min_history``,
-    ``min_increment``, ``max_history``), else from settings and defaults.
+    ``min_increment``, ``max_history``), else from settings and defaults. With no model
+    parameters anywhere and ``use_tuned``, each source takes the best parameters of its latest
+    ``dfp-tune`` study (``training/tune.py``), if any. ``dask``/``dask_address`` (default
+    ``settings.dask_address``) fan the per-user tasks out on Dask.
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -208,9 +206,13 @@ def dfp_train(
         jobs += [(source, u, rows.reset_index(drop=True)) for u, rows in latest.items()]
         experiment_id(source)  # create once, before the tasks race
     logger.info("dfp-train: %d models to train (%s)", len(jobs), "dask" if dask else "threads")
-    runner = _task_runner(dask, dask_address, workers)
+    found = _tuned_params({s for s, _, _ in jobs}) if params is None and use_tuned else {}
+    tuned = {src: p for src, (p, _) in found.items()}
+    address = dask_address or settings.dask_address
+    runner = task_runner(dask, address, workers)
     started = time.monotonic()
-    results = train_users_flow.with_options(task_runner=runner)(jobs, params) if jobs else []
+    flow_fn = train_users_flow.with_options(task_runner=runner)
+    results = flow_fn(jobs, params, tuned) if jobs else []
     summary = {
         "message_id": message_id(msg),
         "trained": len(results),
@@ -221,6 +223,7 @@ def dfp_train(
         ],
         "too_few_events": skipped,
         "seconds": round(time.monotonic() - started, 2),
+        "tuned_from_runs": {src: run for src, (_, run) in found.items()},
     }
     logger.info(
         "dfp-train: trained %d, promoted %d, %d users below minimum",
@@ -229,6 +232,20 @@ def dfp_train(
         len(skipped),
     )
     return summary
+
+
+def _tuned_params(sources: set[str]) -> dict[str, tuple[dict[str, Any], str]]:
+    """Best parameters and run id of the latest ``dfp-tune`` study per source (if any)."""
+    from training.tune import DFP_EXPERIMENT, latest_best_params
+
+    out = {}
+    for source in sorted(sources):
+        found = latest_best_params(f"dfp-{source}-generic", DFP_EXPERIMENT)
+        if found is not None:
+            log.info("dfp-train %s: tuned parameters of dfp-tune run %s: %s",
+                     source, found[1], found[0])  # fmt: skip
+            out[source] = found
+    return out
 
 
 def _top_features(row: pd.Series, features: list[str], k: int = TOP_FEATURES) -> list[dict]:

@@ -376,7 +376,7 @@ def latest_best_params(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient()
+    client = MlflowClient(get_settings().mlflow_tracking_uri)
     try:
         exp = client.get_experiment_by_name(experiment)
     except MlflowException as exc:
