@@ -208,8 +208,7 @@ def dfp_train(
     logger.info("dfp-train: %d models to train (%s)", len(jobs), "dask" if dask else "threads")
     found = _tuned_params({s for s, _, _ in jobs}) if params is None and use_tuned else {}
     tuned = {src: p for src, (p, _) in found.items()}
-    address = dask_address or settings.dask_address
-    runner = task_runner(dask, address, workers)
+    runner = task_runner(dask, dask_address, workers)
     started = time.monotonic()
     flow_fn = train_users_flow.with_options(task_runner=runner)
     results = flow_fn(jobs, params, tuned) if jobs else []

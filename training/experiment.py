@@ -122,7 +122,7 @@ def experiment(file: str, stages_to_run: list[str] | None = None,
     trained: list[stages.Trained] = []
     attacked: list[stages.Attacked] = []
     r = spec.runner
-    with task_runner(r.dask, r.address or get_settings().dask_address, r.workers) as runner:
+    with task_runner(r.dask, r.address, r.workers) as runner:
         if "train" in spec.stages:
             futs = [runner.submit(train_task, {"d": d, "data": data[d.dataset], "seed": spec.seed})
                     for d in spec.detectors]  # fmt: skip

@@ -280,12 +280,12 @@ def abp_tune(
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     exp = mlflow.set_experiment(ABP_EXPERIMENT).experiment_id
-    address = dask_address or settings.dask_address
+    address = dask_address
     with mlflow.start_run(run_name=name, tags={ROLE_TAG: "study", MODEL_TAG: model_name}) as run:
         mlflow.log_params({"n_trials": n_trials, "metric": metric, "folds": folds,
                            "split_by": split_by, "test_fraction": test_fraction, "seed": seed,
                            "target_fpr": fpr, "max_estimators": max_estimators,
-                           "runner": address or ("dask-local" if dask else "threads"),
+                           "runner": address or ("dask" if dask else "threads"),
                            "workers": workers, "study": name})  # fmt: skip
         mlflow.set_tags({"data_files": ",".join(prep["files"])[:4000],
                          "data_key": prep["data_key"]})  # fmt: skip
@@ -492,7 +492,7 @@ def dfp_tune(
         raise ValueError("control message has no 'training' task over duo or azure")
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     exp = mlflow.set_experiment(DFP_EXPERIMENT).experiment_id
-    address = dask_address or settings.dask_address
+    address = dask_address
     out: dict[str, Any] = {}
     for inp in inputs:
         source = inp.metadata.source

@@ -1,10 +1,10 @@
 """Where parallel Prefect tasks run: threads, a local ``distributed`` cluster, or a scheduler.
 
-One helper for every flow that fans out (per-user DFP training, tuning trials, experiment
-stages): ``dask=False`` keeps Prefect's thread pool; ``dask=True`` starts a
-``distributed.LocalCluster`` of ``workers`` single-threaded processes through prefect-dask; an
-``address`` (or ``settings.dask_address``) sends the tasks to a running scheduler instead (the
-compose file's ``dask-scheduler``), whose workers need the same ``SECML_*`` settings.
+One helper for every flow that fans out (per-user DFP training, tuning trials, experiment stages):
+``dask=False`` keeps Prefect's thread pool; ``dask=True`` starts a ``distributed.LocalCluster`` of
+``workers`` single-threaded processes through prefect-dask, or, when ``settings.dask_address`` is
+set, the scheduler there (the compose file's ``dask-scheduler``); an explicit ``address`` always
+goes to that scheduler. Remote workers need the same ``SECML_*`` settings.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def task_runner(dask: bool, address: str | None = None, workers: int = 2) -> Any:
-    """A Prefect task runner: threads, a LocalCluster of ``workers`` processes, or ``address``."""
+    """Threads; with ``dask``, the configured scheduler or a LocalCluster; or ``address``."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
     if workers < 1:
@@ -24,6 +24,11 @@ def task_runner(dask: bool, address: str | None = None, workers: int = 2) -> Any
     if not dask and not address:
         return ThreadPoolTaskRunner(max_workers=workers)
     from prefect_dask import DaskTaskRunner
+
+    if not address:
+        from secml.settings import get_settings
+
+        address = get_settings().dask_address
 
     if address:
         log.info("fanning out on the Dask scheduler at %s", address)
