@@ -119,3 +119,19 @@ def test_a_latched_booster_scores_pauses_through_the_state(fleet) -> None:
     paused = (ds.profile[idx] == "mining_duty_cycled") & (X[:, UTIL] < lt.BUSY_UTIL)
     assert paused.any()
     assert latched[paused].mean() > alone[paused].mean() + 0.3
+
+
+def test_the_booster_learns_only_from_mining_rows_that_show_their_work(fleet) -> None:
+    from secml.abp import model as m
+
+    ds = fleet.ds
+    kept = m.per_sample_evidence(ds)
+    util = ds.X[:, UTIL]
+    idle_mining = (ds.y == 1) & (util < lt.BUSY_UTIL)
+    assert idle_mining.any()
+    assert len(kept) == len(ds) - int(idle_mining.sum())
+    kutil = kept.X[:, UTIL]
+    assert not ((kept.y == 1) & (kutil < lt.BUSY_UTIL)).any()
+    # benign idle rows and MIG rows (utilisation N/A) stay
+    assert ((kept.y == 0) & (kutil < lt.BUSY_UTIL)).sum() == ((ds.y == 0) & (util < 10)).sum()
+    assert np.isnan(kutil).sum() == np.isnan(util).sum()
