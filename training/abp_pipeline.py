@@ -254,11 +254,14 @@ def run(
     progress: bool = True,
     alerts: str | None = None,
     alert_gap: int = DEFAULT_GAP,
+    alert_sink: Callable[[list[Episode]], object] | None = None,
 ) -> Summary:
     """Run the pipeline over ``inputs`` into ``output``; raise PipelineError on a fatal bad row.
 
     ``batch_size`` rows are read, featurized, scored and written at a time, in input order.
     ``threshold`` None: the scorer's own (the threshold Triton reports for its model), else 0.5.
+    GPU mining episodes (one per run of flagged samples) go to the ``alerts`` file and/or to
+    ``alert_sink`` (e.g. the detections store) as they close.
     """
     from tqdm import tqdm
 
@@ -273,8 +276,16 @@ def run(
     summary = Summary()
     start = time.perf_counter()
     writer = Writer(output)
-    tracker = EpisodeTracker(alert_gap) if alerts else None
+    tracker = EpisodeTracker(alert_gap) if alerts or alert_sink else None
     alert_fh = open(alerts, "wb") if alerts else None  # noqa: SIM115 - closed in finally
+
+    def emit(episodes: list[Episode]) -> int:
+        if alert_fh is not None:
+            _write_alerts(alert_fh, episodes)
+        if alert_sink is not None and episodes:
+            alert_sink(episodes)
+        return len(episodes)
+
     bar = tqdm(unit=" rows", disable=not progress, file=sys.stderr, mininterval=0.5)
     try:
         for block, fz in featurized_blocks(read_blocks(files, batch_size)):
@@ -299,19 +310,30 @@ def run(
             writer.write(block, fz, flags.tolist(), [round(x, 6) for x in s.tolist()])
             summary.scored += len(fz.kept)
             summary.flagged += int(flags.sum())
-            if tracker is not None and alert_fh is not None:
+            if tracker is not None:
                 none = [None] * len(s)
                 eps = tracker.update(fz.uuids or none, fz.times or none, s.tolist(), flags.tolist())
-                summary.alerts += _write_alerts(alert_fh, eps)
+                summary.alerts += emit(eps)
             bar.update(len(fz.kept))
     finally:
         bar.close()
         writer.close()
-        if tracker is not None and alert_fh is not None:
-            summary.alerts += _write_alerts(alert_fh, tracker.flush())
-            alert_fh.close()
+        if tracker is not None:
+            try:
+                summary.alerts += emit(tracker.flush())
+            finally:
+                if alert_fh is not None:
+                    alert_fh.close()
         summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _store_sink(model: str, threshold: float | None) -> Callable[[list[Episode]], object]:
+    """Write episodes to the detections store (one row each, source ``nvsmi-episode``)."""
+    from secml.store import get_store
+
+    store = get_store()
+    return lambda eps: store.add_detections([e.detection(model, threshold) for e in eps])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
         "--alerts", default=None, help="also write one JSON line per GPU mining episode here"
+    )
+    parser.add_argument(
+        "--store-alerts",
+        action="store_true",
+        help="also store one detection per GPU mining episode in the detections store",
     )
     parser.add_argument(
         "--alert-gap",
@@ -372,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             alerts=args.alerts,
             alert_gap=args.alert_gap,
+            alert_sink=_store_sink(model_name, threshold) if args.store_alerts else None,
         )
     except PipelineError as exc:
         log.error("%s", exc)

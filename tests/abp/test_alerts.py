@@ -72,3 +72,29 @@ def test_an_episode_is_one_row_of_the_detections_store(tmp_path) -> None:
     assert row["record"]["flagged"] == 5 and row["record"]["samples"] == 8
     assert row["details"]["threshold"] == 0.42
     store.close()
+
+
+def test_the_cli_stores_one_detection_per_episode(fleet, tmp_path, monkeypatch) -> None:
+    """``--store-alerts``: the episodes of the alerts file, one detections-store row each."""
+    from secml.settings import get_settings
+    from secml.store import DetectionStore
+
+    url = f"sqlite:///{tmp_path / 'alerts.db'}"
+    monkeypatch.setenv("SECML_STORE_URL", url)
+    get_settings.cache_clear()
+    try:
+        out, alerts = tmp_path / "scored.jsonlines", tmp_path / "alerts.jsonlines"
+        code = pipe.main(["--input", str(fleet.data), "--output", str(out), "--model",
+                          str(fleet.model_path), "--no-progress", "--alerts", str(alerts),
+                          "--store-alerts"])  # fmt: skip
+        assert code == 0
+    finally:
+        get_settings.cache_clear()
+    eps = [json.loads(x) for x in alerts.read_text().splitlines()]
+    store = DetectionStore(url)
+    got = store.detections(detector="abp", limit=None)
+    assert len(got) == len(eps) > 0
+    assert set(got["source"]) == {"nvsmi-episode"}
+    key = lambda e: (e["uuid"], e["start"], e["flagged"])  # noqa: E731
+    assert sorted(map(key, got["record"])) == sorted(map(key, eps))
+    store.close()
