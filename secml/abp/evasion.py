@@ -397,6 +397,20 @@ def robustness_gate(
     return ok, why
 
 
+def apply_robustness_gate(
+    promoted: bool, reason: str, version: str, test: m.Dataset, model_name: str = MODEL_NAME
+) -> tuple[bool, str]:
+    """The gate's decision after the opt-in robustness check (one line in ``gate.gate``).
+
+    A version the gate already refused, or any version while ``abp_robustness_gate`` is off, is
+    returned unchanged; otherwise a failed check refuses it with the check's reason.
+    """
+    if not promoted:
+        return promoted, reason
+    ok, why = robustness_gate(version, test, model_name)
+    return (True, reason) if ok else (False, why)
+
+
 def _dataset(args: argparse.Namespace) -> m.Dataset:
     if args.data:
         files = m.expand(args.data)

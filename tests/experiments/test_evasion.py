@@ -114,6 +114,9 @@ def test_report_for_the_production_model_in_mlflow(data, small_fleet, mlflow_ser
     ds, _ = data
     ok, why = ev.robustness_gate(res["version"], ds, name, settings=s)
     assert not ok and "is below the minimum 1.01" in why
+    # what the promotion gate's one-line call returns: off (default settings) keeps its decision
+    assert ev.apply_robustness_gate(True, "passed", res["version"], ds, name) == (True, "passed")
+    assert ev.apply_robustness_gate(False, "worse", res["version"], ds, name) == (False, "worse")
 
 
 def test_cli_names_a_missing_model(capsys, mlflow_server) -> None:
