@@ -90,6 +90,10 @@ def _fit_lr(ds: m.Dataset) -> Callable[[m.Dataset], np.ndarray]:
 Scorer = Callable[[m.Dataset], np.ndarray]
 
 
+# TrainParams fields for the XGBoost detectors, overridden from the command line (--xgb)
+XGB_OVERRIDES: dict[str, Any] = {}
+
+
 def fit_detector(
     kind: str, ds: m.Dataset, target_fpr: float, trees: int, seed: int
 ) -> tuple[Scorer, float]:
@@ -97,7 +101,11 @@ def fit_detector(
     if kind == "lr":
         thr, _ = m.oof_threshold(ds, _fit_lr, target_fpr, seed=seed + 1)
         return _fit_lr(ds), thr
-    params = m.TrainParams(n_estimators=trees, seed=seed, temporal=kind == "xgb+temporal")
+    params = m.TrainParams(
+        **{"n_estimators": trees, **XGB_OVERRIDES},
+        seed=seed,
+        temporal=kind == "xgb+temporal",
+    )
     booster, info = m.fit_calibrated(ds, params, target_fpr)
     return (lambda d: m.score_dataset(booster, d)), float(info["threshold"])
 
@@ -377,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--splits", nargs="+", choices=("lomo", "lopo", "indep"), default=["lomo", "lopo", "indep"]
     )
+    p.add_argument(
+        "--xgb",
+        type=json.loads,
+        default={},
+        help="TrainParams overrides for the XGBoost detectors, JSON: '{\"max_depth\": 4}'",
+    )
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--no-mlflow", action="store_true")
@@ -385,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     from secml.settings import get_settings
 
     settings = get_settings()
+    fields = set(m.TrainParams().as_dict()) - {"seed", "temporal"}
+    unknown = set(args.xgb) - fields
+    if unknown:
+        p.error(f"--xgb: not TrainParams fields this command may set: {sorted(unknown)}")
+    XGB_OVERRIDES.clear()
+    XGB_OVERRIDES.update(args.xgb)
     if args.target_fpr is None:
         args.target_fpr = settings.abp_target_fpr
     with tempfile.TemporaryDirectory(prefix="abp-eval-") as tmp:

@@ -22,7 +22,7 @@ def test_eval_prints_every_split_beside_the_baseline_and_logs_to_mlflow(
     code = abp_eval.main(["--seeds", "0", "--gpus", "17", "--hours", "1", "--interval", "60",
                           "--indep-gpus", "15", "--indep-hours", "1", "--trees", "5",
                           "--detectors", "lr", "xgb", "--splits", "lopo", "indep",
-                          "--json", str(out)])  # fmt: skip
+                          "--xgb", '{"max_depth": 3}', "--json", str(out)])  # fmt: skip
     assert code == 0
     text = capsys.readouterr().out
     assert "leave one mining profile out" in text and "independent generator" in text
@@ -39,7 +39,19 @@ def test_eval_prints_every_split_beside_the_baseline_and_logs_to_mlflow(
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=[abp_eval.EXPERIMENT])
     assert len(runs) == 1 and "metrics.indep.xgb.roc_auc" in runs.columns
+    assert "'max_depth': 3" in runs.iloc[0]["params.xgb"]
+    assert abp_eval.XGB_OVERRIDES == {"max_depth": 3}
     get_settings.cache_clear()
+
+
+def test_eval_refuses_overrides_that_are_not_train_params(capsys) -> None:
+    import pytest
+
+    for bad in ('{"bogus": 1}', '{"seed": 4}'):
+        with pytest.raises(SystemExit) as exc:
+            abp_eval.main(["--xgb", bad, "--no-mlflow"])
+        assert exc.value.code == 2
+        assert "not TrainParams fields" in capsys.readouterr().err
 
 
 def test_segments_and_time_to_detect() -> None:
