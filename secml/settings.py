@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     mlflow_backend_store_uri: str | None = None
     mlflow_artifacts_destination: str | None = None
+    mlflow_retry_attempts: int = Field(6, ge=1, description="flows: tries of an MLflow step")
+    mlflow_retry_delay_s: float = Field(
+        10.0, gt=0, description="flows: wait between tries while MLflow is unreachable"
+    )
 
     # orchestration
     prefect_port: int = 4200

@@ -35,6 +35,7 @@ from secml.abp import gate as gate_mod
 from secml.abp import model as m
 from secml.abp.generator import LABELS_FILE
 from secml.settings import get_settings
+from training.mlflow_retry import with_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,16 @@ def register(
     key: str,
 ) -> Any:  # fmt: skip
     """Log the run and register a new model version (a re-run with the same key reuses it)."""
-    return gate_mod.log_and_register(booster, params, metrics, test, tags, model_name)
+    return with_mlflow(
+        f"registering {model_name}",
+        gate_mod.log_and_register,
+        booster,
+        params,
+        metrics,
+        test,
+        tags,
+        model_name,
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -191,8 +201,16 @@ def promote(
     target_fpr: float,
 ) -> dict[str, Any]:
     """The promotion gate (recall at the target FPR)."""
-    return gate_mod.gate(
-        version, metrics, test, min_f1, model_name, min_recall, target_fpr
+    return with_mlflow(
+        f"the promotion gate of {model_name} v{version}",
+        gate_mod.gate,
+        version,
+        metrics,
+        test,
+        min_f1,
+        model_name,
+        min_recall,
+        target_fpr,
     ).as_dict()
 
 
@@ -278,7 +296,7 @@ def abp_train(
     """
     started = time.monotonic()
     settings = get_settings()
-    gate_mod.configure_tracking(settings.mlflow_tracking_uri)
+    with_mlflow("abp-train", gate_mod.configure_tracking, settings.mlflow_tracking_uri)
     hits: dict[str, bool] = {}
     prep = prepare(data, labels, split_by, test_fraction, seed, use_store_labels, hits)
     files, ds, counts, train, test = (prep[k] for k in ("files", "ds", "counts", "train", "test"))
