@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TRITON_STAMP := $(TRITON_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install browser up down status logs test test-fast lint format demo bench clean
+.PHONY: help install browser up down status logs test test-fast lint format demo bench soak clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -72,6 +72,10 @@ demo: up ## generate data, train, and send traffic through the gateway
 
 bench: install ## run the benchmarks in bench/
 	@for b in bench/bench_*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(PY) -m bench.$$m || exit 1; done
+
+SOAK_SECONDS ?= 600
+soak: install ## the gateway at half its measured max rate for SOAK_SECONDS (600): p99, RSS growth
+	$(PY) -m bench.bench_soak --seconds $(SOAK_SECONDS)
 
 clean: down
 	rm -rf .run
