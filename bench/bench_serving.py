@@ -303,6 +303,7 @@ def p1(s: Any, booster: Any, nvsmi: list[dict], rounds: int, loop: Any, triton: 
     }
     try:
         got = interleaved(cells, rounds)
+        timing = gw.post("/predict", content=body).headers.get("server-timing", "")
     finally:
         gw.close()
     print(f"\n### P1: ABP rows/s at batch 1024 (medians of {rounds} interleaved rounds)\n")
@@ -313,6 +314,7 @@ def p1(s: Any, booster: Any, nvsmi: list[dict], rounds: int, loop: Any, triton: 
     print()
     print(ratio_line("P1 gateway / in-process featurize+predict", got["gateway POST /predict"],
                      base, ">= 0.33"))  # fmt: skip
+    print(f"- one gateway request, ms per step (Server-Timing): {timing}")
 
 
 def p2(s: Any, bare_url: str, nvsmi: list[dict], rounds: int, seconds: float) -> None:
@@ -374,6 +376,7 @@ def p3(s: Any, repo: Path, rounds: int) -> None:
         ],
     }
     print(f"\n### P3: DFP, 256 Duo records per request (medians of {rounds} rounds)\n")
+    timings: list[str] = []
     print("| case | gateway rows/s | bare torch forward rows/s | ratio | slowest request s |")
     print("| --- | ---: | ---: | ---: | ---: |")
     try:
@@ -404,11 +407,14 @@ def p3(s: Any, repo: Path, rounds: int) -> None:
                 },
                 rounds,
             )
+            timing = gw.post("/predict", content=body).headers.get("server-timing", "")
             target = ">= 0.50" if name == "one user" else ">= 0.25"
             print(f"| {name} | {got['gw']:,.0f} | {got['bare']:,.0f} | "
                   f"{got['gw'] / got['bare']:.2f}x ({target}) | {slowest:.2f} (< 1) |")  # fmt: skip
+            timings.append(f"- {name}, ms per step (Server-Timing): {timing}")
     finally:
         gw.close()
+    print("\n" + "\n".join(timings))
 
 
 def main() -> int:

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     gateway_api_key: SecretStr = SecretStr(LOCAL_SECRET)
     gateway_max_batch: int = 4096
     gateway_record_max_bytes: int = Field(
-        16384, ge=256, description="stored detections keep at most this much of the raw record"
+        4096, ge=256, description="stored detections keep at most this much of the raw record"
     )
     # serving threads: XGBoost / torch threads per Triton model instance (1: instances = cores)
     serving_xgb_threads: int = Field(1, ge=1, description="XGBoost threads per model instance")

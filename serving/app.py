@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -28,7 +29,7 @@ from secml.repository import NOT_SYNCED
 from secml.settings import Settings, get_settings
 from secml.store import DetectionStore, StoreError
 from serving import metrics, schemas
-from serving.detectors import DETECTORS, DetectorSpec, bounded_record, event_id, known_pairs
+from serving.detectors import DETECTORS, DetectorSpec, bounded_record, known_pairs
 from serving.schemas import PredictResponse, Problem, ValidationErrors
 from serving.triton import (
     TritonClient,
@@ -232,6 +233,24 @@ def _body(raw: bytes) -> tuple[str, str, list[dict[str, Any]]]:
     return body["detector"], body["source"], records
 
 
+class _Timing:
+    """Milliseconds per step of one request, for the ``Server-Timing`` answer header."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.steps: list[tuple[str, float]] = []
+
+    def mark(self, step: str) -> None:
+        """End ``step`` now."""
+        now = time.perf_counter()
+        self.steps.append((step, 1000 * (now - self.last)))
+        self.last = now
+
+    def header(self) -> str:
+        """``read;dur=1.2, decode;dur=30.1, ...``."""
+        return ", ".join(f"{k};dur={v:.1f}" for k, v in self.steps)
+
+
 def _prepare(spec: DetectorSpec, records: list[dict[str, Any]]) -> tuple[Any, list[str]]:
     """The model's input tensors and the records' event ids; 422 naming each bad record's
     index and field."""
@@ -247,7 +266,7 @@ def _prepare(spec: DetectorSpec, records: list[dict[str, Any]]) -> tuple[Any, li
                 for e in prepared.errors
             ]
         )
-    return prepared, [event_id(r) for r in records]
+    return prepared, spec.ids(records)
 
 
 async def _model_error(
@@ -431,11 +450,14 @@ async def predict(request: Request, triton: TritonDep, settings: SettingsDep) ->
 
     The body is one of the typed requests (ABP on nvidia-smi, DFP on Duo or Azure AD records).
     """
+    timing = _Timing()
     raw = await request.body()
+    timing.mark("read")
     if len(raw) > 65536:  # decoding megabytes would hold up the event loop
         detector, source, records = await anyio.to_thread.run_sync(_body, raw)
     else:
         detector, source, records = _body(raw)
+    timing.mark("decode")
     spec = _lookup(detector, source)
     n = len(records)
     if n == 0:
@@ -453,6 +475,7 @@ async def predict(request: Request, triton: TritonDep, settings: SettingsDep) ->
         prepared, ids = await anyio.to_thread.run_sync(_prepare, spec, records)
     else:
         prepared, ids = _prepare(spec, records)
+    timing.mark("prepare")
     inputs = prepared.inputs
     users: list[str] = []
     if spec.stateful:
@@ -471,7 +494,9 @@ async def predict(request: Request, triton: TritonDep, settings: SettingsDep) ->
             inputs = [*inputs, bytes_column("STATE", state)]
         try:
             async with asyncio.timeout(settings.triton_timeout_s + 1):
+                timing.mark("state")
                 out = await triton.infer(spec.triton_model, inputs, outputs=prepared.outputs)
+                timing.mark("triton")
         except (TimeoutError, TritonTimeout) as exc:
             detail = f"Triton did not answer within {settings.triton_timeout_s}s"
             raise _unavailable(detail, 504) from exc
@@ -491,7 +516,9 @@ async def predict(request: Request, triton: TritonDep, settings: SettingsDep) ->
     for eid, res in zip(ids, results, strict=True):
         res["event_id"] = eid
         res["detection_id"] = None
+    timing.mark("answer")
     await _store(request, spec, records, results)
+    timing.mark("store")
     _observe(spec, results)
     body = {
         "detector": spec.detector,
@@ -502,7 +529,11 @@ async def predict(request: Request, triton: TritonDep, settings: SettingsDep) ->
             {k: v for k, v in r.items() if k not in ("user", "event_time")} for r in results
         ],
     }
-    return Response(orjson.dumps(body), media_type="application/json")
+    content = orjson.dumps(body)
+    timing.mark("encode")
+    return Response(
+        content, media_type="application/json", headers={"Server-Timing": timing.header()}
+    )
 
 
 def custom_openapi() -> dict[str, Any]:

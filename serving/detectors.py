@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,15 +50,36 @@ def event_id(record: Mapping[str, Any]) -> str:
     exponent, or with an unpadded one), big integers and non-JSON types; a record whose orjson
     text could be one of those takes the standard library's path.
     """
-    try:
-        text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        text = None
-    if text is None or _NOT_CANONICAL.search(text):
+    text = None
+    if _plain(record):
+        try:
+            text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # an integer beyond 64 bits
+            text = None
+    if text is None:
         text = json.dumps(
             record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
         ).encode("utf-8")
     return hashlib.sha256(text).hexdigest()
+
+
+def abp_event_ids(records: list[dict[str, Any]]) -> list[str]:
+    """Event ids of nvidia-smi samples: sha256 of (GPU uuid, timestamp), the key that joins a
+    sample to its label (``secml.abp.model.record_key``), so a sample sent twice is one event;
+    a record without both takes the canonical-JSON id of ``event_id``."""
+    out = []
+    for r in records:
+        uuid, ts = r.get(UUID_KEY), r.get(TIMESTAMP_KEY)
+        if type(uuid) is str and type(ts) is str:
+            out.append(hashlib.sha256(f"nvsmi\0{uuid}\0{ts}".encode()).hexdigest())
+        else:
+            out.append(event_id(r))
+    return out
+
+
+def event_ids(records: list[dict[str, Any]]) -> list[str]:
+    """Canonical-JSON event ids (``event_id``) of every record."""
+    return [event_id(r) for r in records]
 
 
 def bounded_record(
@@ -83,7 +105,25 @@ class Prepared:
 
 
 _FIELD_RE = re.compile(r"field '([^']+)'")
-_NOT_CANONICAL = re.compile(rb"null|0\.0000|[0-9]e-")
+
+
+def _plain(value: Any) -> bool:
+    """True when orjson writes ``value`` as the standard library does: strings, integers,
+    booleans, and finite floats that are 0 or at least 1e-4 in size (orjson writes smaller ones
+    without an exponent or with an unpadded one, and NaN as null), in dicts with string keys and
+    lists. One pass over the values; flat records of strings are the common case."""
+    t = type(value)
+    if t is str or t is int or t is bool:
+        return True
+    if t is float:
+        return value == 0.0 or (math.isfinite(value) and abs(value) >= 1e-4)
+    if t is dict:
+        return all(type(k) is str for k in value) and all(map(_plain, value.values()))
+    if t is list:
+        return all(map(_plain, value))
+    return False
+
+
 _RECORD_RE = re.compile(r"record (\d+)")
 
 
@@ -252,12 +292,15 @@ class DetectorSpec:
     prepare: Callable[[list[dict[str, Any]]], Prepared]
     answer: Callable[[list[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
     keep: tuple[str, ...] = ()  # keys a bounded stored copy keeps
+    ids: Callable[[list[dict[str, Any]]], list[str]] = event_ids
     # DFP: per-user history state read from and written back to the detections store
     stateful: bool = False
 
 
 DETECTORS: dict[tuple[str, str], DetectorSpec] = {
-    ("abp", "nvsmi"): DetectorSpec("abp", "nvsmi", TRITON_ABP, prepare_abp, answer_abp, ABP_KEEP),
+    ("abp", "nvsmi"): DetectorSpec(
+        "abp", "nvsmi", TRITON_ABP, prepare_abp, answer_abp, ABP_KEEP, abp_event_ids
+    ),
     ("dfp", "duo"): DetectorSpec(
         "dfp",
         "duo",

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from secml.abp.features import to_matrix
 from secml.settings import get_settings
 from secml.store import DetectionStore, event_id
 from serving.app import app, get_triton
+from serving.detectors import ABP_KEEP, abp_event_ids
 from serving.triton import TritonClient, TritonModelError
 
 from .conftest import DFP_OTHER_USERS, DFP_USER, api_headers, duo_records
@@ -167,13 +169,18 @@ def test_answers_per_record_and_stores_anomalies(client: TestClient, nvsmi):
     assert [x["index"] for x in res] == list(range(len(nvsmi)))
     assert res[0]["decision"] == "mining" and res[1]["decision"] == "benign"
     assert res[0]["model_version"] == "abp-nvsmi-xgb:7"
-    assert res[0]["event_id"] == event_id(nvsmi[0])
+    assert res[0]["event_id"] == abp_event_ids(nvsmi[:1])[0]
+    assert len({x["event_id"] for x in res}) == len(nvsmi)
     ids = [x["detection_id"] for x in res if x["anomaly"]]
     assert all(isinstance(i, int) for i in ids)
     assert all(x["detection_id"] is None for x in res if not x["anomaly"])
     stored = DetectionStore(get_settings().store_url).detections(detector="abp", limit=None)
     row = stored[stored["detection_id"] == ids[0]].iloc[0]
-    assert row["record"] == nvsmi[0]
+    # a bounded copy (SECML_GATEWAY_RECORD_MAX_BYTES): the keys the model reads, and a note
+    kept = dict(row["record"])
+    assert kept.pop("_truncated")["keys"] == len(nvsmi[0])
+    assert kept == {k: v for k, v in nvsmi[0].items() if k in ABP_KEEP}
+    np.testing.assert_array_equal(to_matrix([kept]), to_matrix([nvsmi[0]]))
     assert row["model_version"] == "abp-nvsmi-xgb:7"
     metrics = client.get("/metrics").text
     assert 'gateway_predictions_total{detector="abp",outcome="anomaly",source="nvsmi"}' in metrics

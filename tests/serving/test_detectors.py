@@ -12,6 +12,7 @@ from secml.abp.features import FEATURES, to_matrix
 from secml.store import event_id as store_event_id
 from serving.detectors import (
     ABP_KEEP,
+    abp_event_ids,
     answer_abp,
     bounded_record,
     event_id,
@@ -78,3 +79,11 @@ def test_answer_abp_reads_typed_outputs(abp_records) -> None:
     assert res[0]["model_version"] == "abp-nvsmi-xgb:4"
     assert res[0]["user"] == recs[0]["nvidia_smi_log.gpu.uuid"]
     assert res[0]["event_time"].endswith("+00:00")
+
+
+def test_abp_event_ids_key_on_gpu_and_time(abp_records) -> None:
+    a, b = abp_records[0][:2]
+    again = dict(a) | {FEATURES[0]: "1 MiB"}  # the same sample, sent again with other values
+    ids = abp_event_ids([a, b, again, {"x": "1"}])
+    assert ids[0] != ids[1] and ids[0] == ids[2]
+    assert ids[3] == store_event_id({"x": "1"})  # no uuid/timestamp: the canonical id

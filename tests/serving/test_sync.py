@@ -122,7 +122,7 @@ def test_abp_alias_move_is_served_within_10s_with_no_failed_request(
     assert version_dirs(repo) == [PLACEHOLDER_VERSION, top]
     ready = [v for v, st in _triton_index(synced)[ABP_MODEL] if st == "READY"]
     assert ready == [str(top)]
-    abp_production["version"] = new  # later tests see the model now in production
+    abp_production.update(version=new, booster=booster)  # later tests see it in production
 
 
 @pytest.mark.integration
