@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     kafka_dead_letter_topic: str = "dfp-control-dlq"
     kafka_output_topic: str = "dfp-detections"
     kafka_consumer_group: str = "secml-control"
+    # SASL/PLAIN for every Kafka client when set (compose: the broker requires it)
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
     consumer_metrics_port: int = 8089
     consumer_ledger_url: str | None = None  # idempotency ledger; default SQLite under run_dir
 
@@ -188,6 +191,22 @@ class Settings(BaseSettings):
                         f"SECML_ENVIRONMENT={self.environment}"
                     )
         return self
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """kafka-python connection arguments: the bootstrap servers, and SASL/PLAIN when set."""
+        cfg = {"bootstrap_servers": self.kafka_bootstrap_servers or ""}
+        user, password = self.kafka_sasl_username, self.kafka_sasl_password
+        if user is None and password is None:
+            return cfg
+        if not user or password is None:
+            missing = "SECML_KAFKA_SASL_PASSWORD" if user else "SECML_KAFKA_SASL_USERNAME"
+            raise ValueError(f"Kafka SASL needs a username and a password: set {missing}")
+        return cfg | {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": user,
+            "sasl_plain_password": password.get_secret_value(),
+        }
 
     def prefect_basic_auth(self) -> tuple[str, str] | None:
         """(user, password) for the Prefect API, or None when it runs open."""

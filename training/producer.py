@@ -33,7 +33,7 @@ def make_producer(settings: Settings) -> Any:
     from kafka import KafkaProducer
 
     return KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **settings.kafka_client_config(),
         acks="all",
         retries=5,
         linger_ms=5,

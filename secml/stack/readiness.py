@@ -75,9 +75,7 @@ def kafka_ready(s: Settings) -> bool:
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=s.kafka_bootstrap_servers, request_timeout_ms=3000
-        )
+        admin = KafkaAdminClient(**s.kafka_client_config(), request_timeout_ms=3000)
     except (KafkaError, OSError, ValueError):
         return False
     try:

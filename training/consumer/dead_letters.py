@@ -44,7 +44,7 @@ class DeadLetterQueue:
         from kafka import KafkaProducer
 
         return KafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **self.settings.kafka_client_config(),
             acks="all",
             retries=5,
             max_block_ms=10000,

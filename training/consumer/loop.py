@@ -49,7 +49,7 @@ class ControlConsumer:
         ensure_topics(s)
         self.consumer = KafkaConsumer(
             self.topic,
-            bootstrap_servers=s.kafka_bootstrap_servers,
+            **s.kafka_client_config(),
             group_id=s.kafka_consumer_group,
             client_id=client_id,
             enable_auto_commit=False,
@@ -315,7 +315,7 @@ def ensure_topics(settings: Settings, partitions: int = 1) -> None:
         settings.kafka_output_topic,
     ]
     try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        admin = KafkaAdminClient(**settings.kafka_client_config())
     except KafkaError as exc:
         log.warning("cannot reach Kafka at %s: %s", settings.kafka_bootstrap_servers, exc)
         return
