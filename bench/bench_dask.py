@@ -7,7 +7,8 @@ per-user task does, without the MLflow logging) on a ``distributed.LocalCluster`
 single-threaded worker processes, with each user's rows already on the cluster and torch
 imported on every worker before the clock starts. Ratios are against 1 worker in the same run.
 On a machine with fewer free cores than workers the ratio stops growing; the table prints the
-cores this process may use.
+cores this process may use and the cores the cluster actually got (the tasks' CPU seconds per wall
+second), which tells a busy machine from a serial bottleneck.
 
     python -m bench.bench_dask --users 100 --epochs 5 --workers 1 2 4
 """
@@ -33,8 +34,8 @@ def users_frames(source: str, users: int, days: int, seed: int) -> list[pd.DataF
     return [g.reset_index(drop=True) for _, g in df.groupby("username", sort=True)]
 
 
-def fit_user(df: pd.DataFrame, source: str, epochs: int, small: bool) -> float:
-    """Fit one user's autoencoder (one torch thread); returns its validation loss."""
+def fit_user(df: pd.DataFrame, source: str, epochs: int, small: bool) -> tuple[float, float]:
+    """Fit one user's autoencoder (one torch thread); its validation loss and CPU seconds."""
     import torch
 
     from secml.dfp.model import AutoEncoder
@@ -43,8 +44,9 @@ def fit_user(df: pd.DataFrame, source: str, epochs: int, small: bool) -> float:
     torch.set_num_threads(1)
     extra: dict[str, Any] = {"encoder_layers": [64, 32], "decoder_layers": [64]} if small else {}
     model = AutoEncoder(feature_config(source), max_epochs=epochs, patience=epochs, **extra)
+    cpu = time.process_time()
     model.fit(df)
-    return float(model.val_loss)
+    return float(model.val_loss), time.process_time() - cpu
 
 
 def _warm() -> None:
@@ -53,8 +55,10 @@ def _warm() -> None:
     import secml.dfp.model  # noqa: F401
 
 
-def time_workers(frames: list[pd.DataFrame], workers: int, args: argparse.Namespace) -> float:
-    """Seconds to fit every user's model on a LocalCluster of ``workers`` processes."""
+def time_workers(
+    frames: list[pd.DataFrame], workers: int, args: argparse.Namespace
+) -> tuple[float, float]:
+    """Wall seconds to fit every user's model on ``workers`` processes, and the tasks' CPU s."""
     from distributed import Client, LocalCluster
 
     with (
@@ -67,10 +71,10 @@ def time_workers(frames: list[pd.DataFrame], workers: int, args: argparse.Namesp
         t0 = time.perf_counter()
         futs = client.map(fit_user, remote, source=args.source, epochs=args.epochs,
                           small=args.small, pure=False)  # fmt: skip
-        losses = client.gather(futs)
+        results = client.gather(futs)
         elapsed = time.perf_counter() - t0
-    assert len(losses) == len(frames)
-    return elapsed
+    assert len(results) == len(frames)
+    return elapsed, sum(cpu for _, cpu in results)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -84,8 +88,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            "cpus_available": len(os.sched_getaffinity(0)),
                            "workers": {}}  # fmt: skip
     for w in args.workers:
-        secs = time_workers(frames, w, args)
-        out["workers"][str(w)] = {"seconds": round(secs, 2),
+        secs, cpu = time_workers(frames, w, args)
+        # CPU seconds the tasks got per wall second: the cores the cluster actually used
+        out["workers"][str(w)] = {"seconds": round(secs, 2), "task_cpu_s": round(cpu, 2),
+                                  "cores_used": round(cpu / secs, 2),
                                   "users_per_s": round(len(frames) / secs, 3)}  # fmt: skip
     base = out["workers"][str(args.workers[0])]["seconds"]
     for w in args.workers:
@@ -111,6 +117,7 @@ def main() -> None:
           f"{res['cpus_available']} CPUs available to this process")  # fmt: skip
     for w, r in res["workers"].items():
         print(f"  {w:>2} worker(s)  {r['seconds']:>8.2f} s  {r['users_per_s']:>7.3f} users/s"
+              f"  cores used {r['cores_used']:.2f}"
               f"  speedup vs {res['workers'] and next(iter(res['workers']))} worker(s) "
               f"{r['speedup_vs_first']:.2f}x")  # fmt: skip
     print(json.dumps(res))
