@@ -96,7 +96,7 @@ def resolve_params(
     tuned: dict[str, Any] = {}
     source = None
     if use_tuned:
-        from training.tune import latest_best_params
+        from training.tuned import latest_best_params
 
         found = latest_best_params(model_name)
         if found is not None:

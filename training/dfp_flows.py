@@ -36,8 +36,8 @@ from secml.dfp.scoring import risk_details
 from secml.dfp.split import split_users
 from secml.dfp.train import exclude_confirmed_anomalies, experiment_id, train_user
 from secml.dfp.writer import write_detections
-from secml.experiments.cluster import task_runner
 from secml.settings import Settings, get_settings
+from training.cluster import task_runner
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def dfp_train(
 
 def _tuned_params(sources: set[str]) -> dict[str, tuple[dict[str, Any], str]]:
     """Best parameters and run id of the latest ``dfp-tune`` study per source (if any)."""
-    from training.tune import DFP_EXPERIMENT, latest_best_params
+    from training.tuned import DFP_EXPERIMENT, latest_best_params
 
     out = {}
     for source in sorted(sources):

@@ -30,9 +30,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from secml.experiments import plugins, stages
-from secml.experiments.cluster import task_runner
 from secml.experiments.spec import ExperimentSpec, SpecError, load_spec
 from secml.settings import get_settings
+from training.cluster import task_runner
 
 log = logging.getLogger(__name__)
 

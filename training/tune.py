@@ -8,7 +8,7 @@ one parent run (experiment ``abp-tune``). The default parameters are the study's
 so the best trial is never worse than them on the cross-validation folds; both are then
 trained on the whole training split and judged on the held-out GPUs. The best parameters are
 stored on the parent run (tag ``best_params``) and ``abp-train`` picks them up
-(:func:`latest_best_params`). Optuna's plots are logged to the parent run.
+(``training.tuned.latest_best_params``). Optuna's plots are logged to the parent run.
 
 ``dfp-tune`` does the same for the generic DFP autoencoder (validation loss on the model's own
 held-out rows; the per-epoch losses are reported to the pruner after each fit, so a pruned
@@ -38,15 +38,12 @@ from prefect.cache_policies import NO_CACHE
 
 from secml.abp import MODEL_NAME
 from secml.abp import model as m
-from secml.experiments.cluster import task_runner
 from secml.settings import get_settings
+from training.cluster import task_runner
+from training.tuned import ABP_EXPERIMENT, DFP_EXPERIMENT, MODEL_TAG, ROLE_TAG
 
 log = logging.getLogger(__name__)
 
-ABP_EXPERIMENT = "abp-tune"
-DFP_EXPERIMENT = "dfp-tune"
-ROLE_TAG = "secml.tune.role"
-MODEL_TAG = "secml.tune.model"
 METRICS = ("pr_auc", "roc_auc", "target_fpr_recall")
 
 
@@ -254,7 +251,7 @@ def abp_tune(
         folds: cross-validation folds over whole training GPUs (pruning steps).
         model_name: whose ``abp-train`` picks the parameters up.
         max_estimators: upper bound of the ``n_estimators`` range.
-        dask, dask_address, workers: where trials run (see ``secml.experiments.cluster``).
+        dask, dask_address, workers: where trials run (see ``training/cluster.py``).
     """
     from training.abp_flow import prepare
 
@@ -367,38 +364,6 @@ def log_plots(study: Any) -> list[str]:
         logged.append(name)
     plt.close("all")
     return logged
-
-
-def latest_best_params(
-    model_name: str, experiment: str = ABP_EXPERIMENT
-) -> tuple[dict[str, Any], str] | None:
-    """Best parameters and run id of the latest finished study for ``model_name``, or None."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(get_settings().mlflow_tracking_uri)
-    try:
-        exp = client.get_experiment_by_name(experiment)
-    except MlflowException as exc:
-        log.warning("tuned parameters not looked up (%s): %s", experiment, exc)
-        return None
-    if exp is None:
-        return None
-    quoted = model_name.replace("'", "\\'")
-    runs = client.search_runs(
-        [exp.experiment_id],
-        filter_string=(
-            f"tags.`{ROLE_TAG}` = 'study' and tags.`{MODEL_TAG}` = '{quoted}' "
-            "and attributes.status = 'FINISHED'"
-        ),
-        order_by=["attributes.start_time DESC"],
-        max_results=5,
-    )
-    for run in runs:
-        text = run.data.tags.get("best_params")
-        if text:
-            return json.loads(text), run.info.run_id
-    return None
 
 
 # ---------------------------------------------------------------- DFP (generic model)

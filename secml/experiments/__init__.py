@@ -1,2 +1,2 @@
-"""Experiments: declarative experiment files, plugins (detectors, attacks, data sources),
-adversarial attacks and the Dask fan-out shared by tuning and experiment stages."""
+"""Experiments: declarative experiment files, plugins (data sets, detectors, attacks) and the
+adversarial attacks; the Prefect/Dask side lives in ``training/`` (experiment, tune, cluster)."""
