@@ -176,7 +176,12 @@ def report(res: dict[str, Any], seconds: float) -> None:
     p99_first, p99_last = pct(first, 0.99), pct(last, 0.99)
     print(f"- first tenth: p50 {pct(first, 0.5):.1f} ms, p99 {p99_first:.1f} ms ({len(first)}); "
           f"last tenth: p50 {pct(last, 0.5):.1f} ms, p99 {p99_last:.1f} ms ({len(last)}); "
-          f"p99 last/first {p99_last / p99_first:.2f}")  # fmt: skip
+          f"p99 last/first {p99_last / p99_first:.3g}")  # fmt: skip
+    tenths = [
+        pct([lat for t, lat, st in done if st == 200 and k * tenth <= t < (k + 1) * tenth], 0.99)
+        for k in range(10)
+    ]
+    print("- p99 per tenth (ms): " + " ".join(f"{v:.0f}" for v in tenths))
     rss = res["rss"]
     (_, start), (_, end) = rss[0], rss[-1]
     print("\n| process (+ children) | RSS start MiB | RSS end MiB | min | max | end/start |")
@@ -190,7 +195,7 @@ def report(res: dict[str, Any], seconds: float) -> None:
     worst = max(growth.values())
     print(f"\ntarget (issue 17): RSS growth < 10% -> worst {100 * (worst - 1):+.1f}% "
           f"({'met' if worst < 1.10 else 'NOT met'}); p99 last/first "
-          f"{p99_last / p99_first:.2f}")  # fmt: skip
+          f"{p99_last / p99_first:.3g}")  # fmt: skip
 
 
 if __name__ == "__main__":
