@@ -633,8 +633,11 @@ def booster_threshold(booster: xgb.Booster) -> float:
 def predict(
     booster: xgb.Booster, records: Sequence[Any], threshold: float = DEFAULT_THRESHOLD
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(mining 0/1, score) for raw nvidia-smi records."""
-    s = score(booster, to_matrix(records))
+    """(mining 0/1, score) for raw nvidia-smi records (in order; each GPU's history read from
+    these records alone, as a fresh run of the batch pipeline reads them)."""
+    records = list(records)
+    uuids = [r.get(UUID_KEY) if isinstance(r, dict) else None for r in records]
+    s = score(booster, to_matrix(records), uuids)
     return (s >= threshold).astype(np.int8), s
 
 

@@ -1,9 +1,10 @@
 """The production ABP booster as served by Triton's ``abp_nvsmi_xgb`` model (typed contract).
 
 Contract: ``FEATURES`` FP32 ``[-1, 18]`` (``secml.abp.features``, computed by the caller with the
-one featurizer) and optionally ``GPU`` BYTES ``[-1, 1]`` (uuids, for boosters with per-GPU
-temporal features) in; ``SCORE`` FP32 ``[-1, 1]`` (P(mining)), ``THRESHOLD`` FP32 and
-``VERSION`` INT64 (the registered model version) per row out. Dynamic batching merges requests.
+one featurizer) and optionally ``GPU`` BYTES ``[-1, 1]`` (uuids, for boosters that read a
+GPU's history: temporal features, the allocation latch) in; ``SCORE`` FP32 ``[-1, 1]``
+(P(mining)), ``THRESHOLD`` FP32 and ``VERSION`` INT64 (the registered model version) per row
+out. Dynamic batching merges requests.
 Imported by the Triton model (numpy 1.26 environment), by tests and benchmarks in-process.
 """
 
@@ -40,13 +41,14 @@ class AbpScorer:
         self.state = TemporalState()
         self.temporal = False
         if self.meta is not None:
-            from secml.abp.model import booster_temporal
+            from secml.abp.model import booster_latch, booster_temporal
 
             self.booster = load_booster(version_dir / MODEL_SUBDIR)
             self.booster.set_param({"nthread": threads})
             attr = self.booster.attr("threshold")
             self.threshold = float(self.meta.get("threshold") or attr or threshold)
-            self.temporal = bool(booster_temporal(self.booster))
+            # per-GPU history is read for temporal features and for the allocation latch
+            self.temporal = bool(booster_temporal(self.booster)) or booster_latch(self.booster)
 
     @property
     def model_version(self) -> tuple[str, str]:

@@ -129,6 +129,17 @@ def _warm_dfp(s: Settings) -> None:
     assert r.status_code == 200, r.text
 
 
+def renamed(records: list[dict], tag: str) -> list[dict]:
+    """The records with their GPUs renamed: new to the served model's per-GPU history.
+
+    The served ABP booster reads each GPU's history (the allocation latch), kept for the life
+    of the Triton model; a test that compares Triton with a fresh in-process run gives Triton
+    GPUs of its own, so both start from no history.
+    """
+    key = "nvidia_smi_log.gpu.uuid"
+    return [{**r, key: f"{r[key]}-{tag}"} if key in r else r for r in records]
+
+
 def jsonl(records: list[dict]) -> str:
     """Records as JSON lines (debug output)."""
     return "\n".join(json.dumps(r) for r in records)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.serving.conftest import jsonl
+from tests.serving.conftest import jsonl, renamed
 
 
 @pytest.mark.integration
@@ -17,6 +18,7 @@ def test_pipeline_on_triton_matches_in_process(synced, abp_records, abp_producti
 
     everything = abp_records[0]
     records = everything[:: max(1, len(everything) // 300)][:300]  # spread over GPUs and workloads
+    records = renamed(records, uuid.uuid4().hex[:8])  # GPUs new to the served model's history
     src = tmp_path / "in.jsonlines"
     src.write_text(jsonl(records))
     out = tmp_path / "out.jsonlines"

@@ -22,7 +22,8 @@ def _uuids(request: object, n: int) -> list[str | None]:
     if tensor is None:
         return [None] * n
     raw = tensor.as_numpy().reshape(-1)
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in raw]
+    # an empty uuid is a record without one: no history (not one shared "" GPU)
+    return [(v.decode() if isinstance(v, bytes) else str(v)) or None for v in raw]
 
 
 class TritonPythonModel:
