@@ -95,14 +95,14 @@ XGB_OVERRIDES: dict[str, Any] = {}
 
 
 def fit_detector(
-    kind: str, ds: m.Dataset, target_fpr: float, trees: int, seed: int
+    kind: str, ds: m.Dataset, target_fpr: float, trees: int | None, seed: int
 ) -> tuple[Scorer, float]:
     """Train detector ``kind`` on ``ds``; (scorer over datasets, calibrated threshold)."""
     if kind == "lr":
         thr, _ = m.oof_threshold(ds, _fit_lr, target_fpr, seed=seed + 1)
         return _fit_lr(ds), thr
     params = m.TrainParams(
-        **{"n_estimators": trees, **XGB_OVERRIDES},
+        **{**({"n_estimators": trees} if trees else {}), **XGB_OVERRIDES},
         seed=seed,
         temporal=kind == "xgb+temporal",
     )
@@ -170,7 +170,7 @@ def metrics(
 
 
 def leave_one_model_out(
-    f: Fleet, kinds: tuple[str, ...], fpr: float, trees: int, seed: int
+    f: Fleet, kinds: tuple[str, ...], fpr: float, trees: int | None, seed: int
 ) -> dict:
     """Per detector: metrics pooled over folds (each GPU model held out once), fold means."""
     pooled: dict[str, list] = defaultdict(list)
@@ -189,7 +189,7 @@ def leave_one_model_out(
 
 
 def leave_one_profile_out(
-    f: Fleet, kinds: tuple[str, ...], fpr: float, trees: int, seed: int
+    f: Fleet, kinds: tuple[str, ...], fpr: float, trees: int | None, seed: int
 ) -> dict:
     """Per detector: one mining profile left out of training.
 
@@ -219,7 +219,7 @@ def leave_one_profile_out(
 
 
 def independent(
-    train: Fleet, test: Fleet, kinds: tuple[str, ...], fpr: float, trees: int, seed: int
+    train: Fleet, test: Fleet, kinds: tuple[str, ...], fpr: float, trees: int | None, seed: int
 ) -> dict:
     """Per detector: trained on the whole training fleet, judged on the independent one."""
     out = {}
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=30.0, help="training fleet sample interval")
     p.add_argument("--indep-gpus", type=int, default=40)
     p.add_argument("--indep-hours", type=float, default=24.0)
-    p.add_argument("--trees", type=int, default=200)
+    p.add_argument("--trees", type=int, default=None, help="default: TrainParams' n_estimators")
     p.add_argument(
         "--target-fpr", type=float, default=None, help="default: settings.abp_target_fpr"
     )
