@@ -7,7 +7,7 @@ costs on top of the model itself. "parse+score" reads and parses the same file i
 and scores it, without writing output. Everything is measured in this one run; memory stays
 flat (the 1M-row input is about 9 GB on disk, streamed).
 
-    python -m bench.bench_abp --rows 10000,100000 [--rows 1000000] [--trees 200]
+    python -m bench.bench_abp --rows 10000,100000 [--rows 1000000] [--trees N]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _parse_matrix(path: Path, n: int) -> tuple[np.ndarray, list[str | None]]:
     return X, uuids
 
 
-def bench_training(work: Path, gpus: int, trees: int, seed: int) -> tuple[object, dict]:
+def bench_training(work: Path, gpus: int, trees: int | None, seed: int) -> tuple[object, dict]:
     """Generate a fleet, train on 3/4 of the GPUs; print timings and held-out metrics."""
     t0 = time.perf_counter()
     data, labels = generate(work / "train", gpus=gpus, hours=6, seed=seed)
@@ -60,11 +60,13 @@ def bench_training(work: Path, gpus: int, trees: int, seed: int) -> tuple[object
     ds, counts = m.build_dataset(m.read_jsonlines(str(data)), m.read_labels(str(labels)))
     t2 = time.perf_counter()
     tr, te = m.split(ds, "gpu", 0.25, seed)
-    booster = m.train(ds.subset(tr), m.TrainParams(n_estimators=trees, seed=seed))
+    params = m.TrainParams(seed=seed, **({"n_estimators": trees} if trees else {}))
+    booster = m.train(ds.subset(tr), params)
     t3 = time.perf_counter()
     test = ds.subset(te)
     metrics = m.evaluate(test.y, m.score_dataset(booster, test), test.profile)
-    print(f"\n== training ({m.device()}): {counts['rows']} rows, {gpus} GPUs, {trees} trees")
+    trees_n = params.n_estimators
+    print(f"\n== training ({m.device()}): {counts['rows']} rows, {gpus} GPUs, {trees_n} trees")
     print(f"generate {t1 - t0:7.2f} s | load+features {t2 - t1:7.2f} s | "
           f"train {t3 - t2:7.2f} s ({len(tr)} rows)")  # fmt: skip
     print(f"held-out GPUs ({len(te)} rows): F1 {metrics['f1']:.4f}  precision "
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="10000,100000", help="comma-separated row counts")
     parser.add_argument("--gpus", type=int, default=24, help="GPUs in the training fleet")
-    parser.add_argument("--trees", type=int, default=200)
+    parser.add_argument("--trees", type=int, default=None, help="default: TrainParams'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
     args = parser.parse_args(argv)
