@@ -28,8 +28,8 @@ from secml.dfp.schema import SchemaError, record_user
 from secml.repository import NOT_SYNCED
 from secml.settings import Settings, get_settings
 from secml.store import DetectionStore, StoreError
-from serving import metrics, schemas
-from serving.detectors import DETECTORS, DetectorSpec, bounded_record, known_pairs
+from serving import decode, metrics, schemas
+from serving.detectors import DETECTORS, DetectorSpec, DictRecords, bounded_record, known_pairs
 from serving.schemas import PredictResponse, Problem, ValidationErrors
 from serving.triton import (
     TritonClient,
@@ -233,6 +233,20 @@ def _body(raw: bytes) -> tuple[str, str, list[dict[str, Any]]]:
     return body["detector"], body["source"], records
 
 
+def _decode(raw: bytes) -> tuple[str, str, Any]:
+    """(detector, source, records) of a body: nvidia-smi records through msgspec straight into
+    the featurizer's columns; anything else, or anything that path cannot read, in full with
+    orjson (``_body``), whose checks name what is wrong."""
+    try:
+        _, _, columns = decode.abp_body(raw)
+        if columns is not None:
+            return "abp", "nvsmi", columns
+    except decode.Undecodable:
+        pass
+    detector, source, records = _body(raw)
+    return detector, source, DictRecords(records)
+
+
 class _Timing:
     """Milliseconds per step of one request, for the ``Server-Timing`` answer header."""
 
@@ -251,7 +265,7 @@ class _Timing:
         return ", ".join(f"{k};dur={v:.1f}" for k, v in self.steps)
 
 
-def _prepare(spec: DetectorSpec, records: list[dict[str, Any]]) -> tuple[Any, list[str]]:
+def _prepare(spec: DetectorSpec, records: Any) -> tuple[Any, list[str]]:
     """The model's input tensors and the records' event ids; 422 naming each bad record's
     index and field."""
     prepared = spec.prepare(records)
@@ -324,16 +338,15 @@ async def _store_call(request: Request, method: str, *args: Any) -> Any:
         raise _unavailable(f"detections store unavailable: {type(exc).__name__}") from exc
 
 
-async def _store(
-    request: Request, spec: DetectorSpec, records: list[dict[str, Any]], results: list[dict]
-) -> None:
+async def _store(request: Request, spec: DetectorSpec, records: Any, results: list[dict]) -> None:
     """Write every anomaly (a bounded copy of its record) to the detections store; set each
     result's detection_id."""
     max_bytes = get_settings().gateway_record_max_bytes
     rows, where = [], []
-    for rec, res in zip(records, results, strict=True):
+    for i, res in enumerate(results):
         if not res["anomaly"]:
             continue
+        rec = records.record(i)  # decoded in full only here, for the anomalies
         details = dict(res["details"])
         if res.get("top_features") is not None:
             details["top_features"] = res["top_features"]
@@ -371,12 +384,17 @@ async def _store(
 
 def _observe(spec: DetectorSpec, results: list[dict[str, Any]]) -> None:
     """Count predictions, observe scores and record the model versions in service."""
-    seen: set[tuple[str, str]] = set()
+    anomalies = sum(1 for r in results if r["anomaly"])
+    if anomalies:
+        metrics.PREDICTIONS.labels(spec.detector, spec.source, "anomaly").inc(anomalies)
+    if len(results) > anomalies:
+        metrics.PREDICTIONS.labels(spec.detector, spec.source, "normal").inc(
+            len(results) - anomalies
+        )
+    observe = metrics.ANOMALY_SCORE.labels(spec.detector, spec.source).observe
     for r in results:
-        outcome = "anomaly" if r["anomaly"] else "normal"
-        metrics.PREDICTIONS.labels(spec.detector, spec.source, outcome).inc()
-        metrics.ANOMALY_SCORE.labels(spec.detector, spec.source).observe(r["score"])
-        seen.add((r["model"], r["version"]))
+        observe(r["score"])
+    seen = {(r["model"], r["version"]) for r in results}
     for model, version in seen:
         if spec.detector == "dfp" and not model.endswith("-generic"):
             model = f"dfp-{spec.source}-<user>"  # one series per user would explode cardinality
@@ -454,9 +472,9 @@ async def predict(request: Request, triton: TritonDep, settings: SettingsDep) ->
     raw = await request.body()
     timing.mark("read")
     if len(raw) > 65536:  # decoding megabytes would hold up the event loop
-        detector, source, records = await anyio.to_thread.run_sync(_body, raw)
+        detector, source, records = await anyio.to_thread.run_sync(_decode, raw)
     else:
-        detector, source, records = _body(raw)
+        detector, source, records = _decode(raw)
     timing.mark("decode")
     spec = _lookup(detector, source)
     n = len(records)
@@ -480,7 +498,7 @@ async def predict(request: Request, triton: TritonDep, settings: SettingsDep) ->
     users: list[str] = []
     if spec.stateful:
         try:
-            users = sorted({record_user(r, spec.source) for r in records})
+            users = sorted({record_user(r, spec.source) for r in records.records})
         except SchemaError as exc:  # checked by prepare already; kept for safety
             raise _invalid(
                 [{"loc": ["body", "records"], "msg": str(exc), "type": "value"}]
@@ -520,14 +538,14 @@ async def predict(request: Request, triton: TritonDep, settings: SettingsDep) ->
     await _store(request, spec, records, results)
     timing.mark("store")
     _observe(spec, results)
+    for r in results:  # stored with the detection, not part of the answer
+        del r["user"], r["event_time"]
     body = {
         "detector": spec.detector,
         "source": spec.source,
         "n_records": n,
         "n_anomalies": sum(r["anomaly"] for r in results),
-        "results": [
-            {k: v for k, v in r.items() if k not in ("user", "event_time")} for r in results
-        ],
+        "results": results,
     }
     content = orjson.dumps(body)
     timing.mark("encode")

@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 
 from secml.abp import features
+from secml.abp.features import COLUMN_KEYS, MISSING
 from secml.abp.serve import INPUT, INPUT_GPU, OUTPUT_SCORE, OUTPUT_THRESHOLD, OUTPUT_VERSION
 from secml.repository import ABP_MODEL, ABP_REGISTERED, DFP_MODEL
 from serving.triton import Tensor, bytes_column, fp32
@@ -63,23 +64,26 @@ def event_id(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(text).hexdigest()
 
 
-def abp_event_ids(records: list[dict[str, Any]]) -> list[str]:
+def abp_event_ids(batch: Any) -> list[str]:
     """Event ids of nvidia-smi samples: sha256 of (GPU uuid, timestamp), the key that joins a
     sample to its label (``secml.abp.model.record_key``), so a sample sent twice is one event;
     a record without both takes the canonical-JSON id of ``event_id``."""
+    if isinstance(batch, list):
+        batch = DictRecords(batch)
     out = []
-    for r in records:
-        uuid, ts = r.get(UUID_KEY), r.get(TIMESTAMP_KEY)
+    for i, (uuid, ts) in enumerate(
+        zip(batch.column(UUID_KEY), batch.column(TIMESTAMP_KEY), strict=True)
+    ):
         if type(uuid) is str and type(ts) is str:
             out.append(hashlib.sha256(f"nvsmi\0{uuid}\0{ts}".encode()).hexdigest())
         else:
-            out.append(event_id(r))
+            out.append(event_id(batch.record(i)))
     return out
 
 
-def event_ids(records: list[dict[str, Any]]) -> list[str]:
+def event_ids(batch: DictRecords) -> list[str]:
     """Canonical-JSON event ids (``event_id``) of every record."""
-    return [event_id(r) for r in records]
+    return [event_id(r) for r in batch.records]
 
 
 def bounded_record(
@@ -87,7 +91,10 @@ def bounded_record(
 ) -> dict[str, Any]:
     """The record as stored with a detection: whole when its JSON fits ``max_bytes``, else the
     ``keep`` keys (what the model reads) plus a ``_truncated`` note with the original size."""
-    size = len(orjson.dumps(record, default=str))
+    try:
+        size = len(orjson.dumps(record, default=str))
+    except TypeError:  # an integer beyond 64 bits
+        size = len(json.dumps(record, default=str, ensure_ascii=False).encode())
     if size <= max_bytes:
         return dict(record)
     out = {k: record[k] for k in keep if k in record}
@@ -102,6 +109,25 @@ class Prepared:
     inputs: list[Tensor] = field(default_factory=list)
     errors: list[RecordError] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DictRecords:
+    """Records decoded in full (one dict each), with the column view ABP reads."""
+
+    records: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        """Number of records."""
+        return len(self.records)
+
+    def column(self, key: str) -> list[Any]:
+        """Every record's value of ``key`` (``MISSING`` where absent)."""
+        return [r.get(key, MISSING) for r in self.records]
+
+    def record(self, i: int) -> dict[str, Any]:
+        """Record ``i``."""
+        return self.records[i]
 
 
 _FIELD_RE = re.compile(r"field '([^']+)'")
@@ -147,36 +173,44 @@ ABP_KEEP: tuple[str, ...] = (
 )
 
 
-def prepare_abp(records: list[dict[str, Any]]) -> Prepared:
-    """Featurize nvidia-smi records (one featurizer) into FEATURES FP32 [-1, 18] + GPU."""
-    got = features.extract(records, max_errors=MAX_ERRORS)
+def prepare_abp(batch: Any) -> Prepared:
+    """Featurize nvidia-smi records (one featurizer) into FEATURES FP32 [-1, 18] + GPU.
+
+    ``batch`` is a ``DictRecords``, a list of dicts, or ``serving.decode.NvsmiColumns``."""
+    if isinstance(batch, list):
+        batch = DictRecords(batch)
+    columns = {k: batch.column(k) for k in COLUMN_KEYS}
+    got = features.extract_columns(columns, len(batch), max_errors=MAX_ERRORS)
     if got.errors:
         return Prepared(
             errors=[RecordError(e.index or 0, e.field or "record", e.detail) for e in got.errors]
         )
-    uuids = [r.get(UUID_KEY) for r in records]
-    gpu = bytes_column(INPUT_GPU, ["" if u is None else str(u) for u in uuids])
+    uuids = batch.column(UUID_KEY)
+    gpu = bytes_column(INPUT_GPU, [u if type(u) is str else "" for u in uuids])
     return Prepared(
         [fp32(INPUT, got.X), gpu], outputs=[OUTPUT_SCORE, OUTPUT_THRESHOLD, OUTPUT_VERSION]
     )
 
 
-def answer_abp(records: list[dict[str, Any]], out: dict[str, Any]) -> list[dict[str, Any]]:
+def answer_abp(batch: Any, out: dict[str, Any]) -> list[dict[str, Any]]:
     """Per-record answers from SCORE/THRESHOLD/VERSION; event times parsed in bulk."""
-    n = len(records)
+    if isinstance(batch, list):
+        batch = DictRecords(batch)
+    n = len(batch)
     scores = np.asarray(out[OUTPUT_SCORE], dtype=np.float32).reshape(-1)
     thresholds = np.asarray(out[OUTPUT_THRESHOLD], dtype=np.float32).reshape(-1)
     versions = np.asarray(out[OUTPUT_VERSION]).reshape(-1)
     if not len(scores) == len(thresholds) == len(versions) == n:
         raise ValueError(f"{TRITON_ABP} returned {len(scores)} scores for {n} records")
-    times = features.iso_utc(features.epoch_seconds([r.get(TIMESTAMP_KEY) for r in records]))
+    stamps = [None if t is MISSING else t for t in batch.column(TIMESTAMP_KEY)]
+    times = features.iso_utc(features.epoch_seconds(stamps))
+    uuids = batch.column(UUID_KEY)
     results = []
-    for i, (rec, s, t, v, when) in enumerate(
-        zip(records, scores.tolist(), thresholds.tolist(), versions.tolist(), times, strict=True)
+    for i, (s, t, v, when, uuid) in enumerate(
+        zip(scores.tolist(), thresholds.tolist(), versions.tolist(), times, uuids, strict=True)
     ):
         anomaly = s >= t
         version = str(v)
-        uuid = rec.get(UUID_KEY)
         results.append(
             {
                 "index": i,
@@ -188,7 +222,7 @@ def answer_abp(records: list[dict[str, Any]], out: dict[str, Any]) -> list[dict[
                 "model_version": f"{ABP_REGISTERED}:{version}",
                 "top_features": None,
                 "details": {"p_mining": s, "threshold": t},
-                "user": None if uuid is None else str(uuid),
+                "user": None if uuid is None or uuid is MISSING else str(uuid),
                 "event_time": when,
             }
         )
@@ -196,12 +230,13 @@ def answer_abp(records: list[dict[str, Any]], out: dict[str, Any]) -> list[dict[
 
 
 # ---------------------------------------------------------------------------------- DFP
-def prepare_dfp(source: str) -> Callable[[list[dict[str, Any]]], Prepared]:
+def prepare_dfp(source: str) -> Callable[[DictRecords], Prepared]:
     """Check DFP records of ``source`` with ``secml.dfp.schema``; send them as JSON BYTES."""
 
-    def prepare(records: list[dict[str, Any]]) -> Prepared:
+    def prepare(batch: DictRecords) -> Prepared:
         from secml.dfp import schema
 
+        records = batch.records
         try:
             schema.extract(schema.frame_from_records(records, file="request"), source)
         except schema.SchemaError:
@@ -252,7 +287,8 @@ def _user_name_errors(records: list[dict[str, Any]], source: str) -> list[Record
 def answer_dfp(positive: str, negative: str) -> Callable[..., list[dict[str, Any]]]:
     """Per-record answers from the DFP model's RESULT JSON."""
 
-    def answer(records: list[dict[str, Any]], out: dict[str, Any]) -> list[dict[str, Any]]:
+    def answer(batch: DictRecords, out: dict[str, Any]) -> list[dict[str, Any]]:
+        records = batch.records
         raw = out.get("RESULT")
         raw = [] if raw is None else np.asarray(raw).reshape(-1)
         if len(raw) != len(records):
@@ -289,10 +325,10 @@ class DetectorSpec:
     detector: str
     source: str
     triton_model: str
-    prepare: Callable[[list[dict[str, Any]]], Prepared]
-    answer: Callable[[list[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
+    prepare: Callable[[Any], Prepared]  # records (DictRecords, NvsmiColumns) -> inputs
+    answer: Callable[[Any, dict[str, Any]], list[dict[str, Any]]]
     keep: tuple[str, ...] = ()  # keys a bounded stored copy keeps
-    ids: Callable[[list[dict[str, Any]]], list[str]] = event_ids
+    ids: Callable[[Any], list[str]] = event_ids
     # DFP: per-user history state read from and written back to the detections store
     stateful: bool = False
 

@@ -33,6 +33,7 @@ _PORT_FIELDS = (
     "ui_port",
     "kafka_port",
     "consumer_metrics_port",
+    "sync_metrics_port",
     "prometheus_port",
 )
 

@@ -151,11 +151,11 @@ def _parse_cached(value: Any, j: int) -> float:
     return parse_value(value, FEATURES[j], UNITS[j])
 
 
-def _alias_value(record: Mapping[str, Any], name: str, value: Any) -> Any:
+def _alias_pick(found: Iterable[Any], value: Any) -> Any:
     """Newer drivers print power_draw N/A and the reading under instant_power_draw: the first
-    key with a reading wins; an all-N/A set stays N/A (present, NaN)."""
-    found = [v for v in (record.get(a, _MISSING) for a in ALIASES[name]) if v is not _MISSING]
-    return next((v for v in found if not _is_na(v)), found[0] if found else value)
+    alias key with a reading wins; an all-N/A set stays N/A (present, NaN)."""
+    present = [v for v in found if v is not _MISSING]
+    return next((v for v in present if not _is_na(v)), present[0] if present else value)
 
 
 @dataclass
@@ -191,11 +191,17 @@ def _column_values(
 
 
 def _column(
-    recs: Sequence[Mapping[str, Any]], j: int
+    columns: Mapping[str, Sequence[Any]], n: int, j: int
 ) -> tuple[np.ndarray, np.ndarray | None, dict[int, FeatureError]]:
-    """Column ``j`` of ``recs``: (values, present mask or None when all present, row errors)."""
+    """Column ``j``: (values, present mask or None when all present, row errors)."""
     name = FEATURES[j]
-    col = [r.get(name, _MISSING) for r in recs]
+    col = list(columns.get(name) or [_MISSING] * n)
+    aliases = [columns.get(a) for a in ALIASES.get(name, ())]
+    aliases = [a for a in aliases if a is not None]
+
+    def alias_of(i: int, v: Any) -> Any:
+        return _alias_pick([a[i] for a in aliases], v) if aliases else v
+
     n = len(col)
     errors: dict[int, FeatureError] = {}
     try:
@@ -207,10 +213,7 @@ def _column(
         fast = False
     if not fast:  # rare: per value, no lookup table
         if name in ALIASES:
-            col = [
-                _alias_value(recs[i], name, v) if v is _MISSING or _is_na(v) else v
-                for i, v in enumerate(col)
-            ]
+            col = [alias_of(i, v) if v is _MISSING or _is_na(v) else v for i, v in enumerate(col)]
         return _column_values(col, j)
     table: dict[Any, float] = {}
     bad: dict[Any, FeatureError] = {}
@@ -229,9 +232,9 @@ def _column(
         present = np.fromiter((v is not _MISSING for v in col), dtype=bool, count=n)
     if name in ALIASES:
         na = {v for v in uniq if v is _MISSING or _is_na(v)}
-        rows = [i for i, v in enumerate(col) if v in na] if na else []
+        rows = [i for i, v in enumerate(col) if v in na] if na and aliases else []
         if rows:
-            sub = [_alias_value(recs[i], name, col[i]) for i in rows]
+            sub = [alias_of(i, col[i]) for i in rows]
             sub_vals, sub_present, sub_errors = _column_values(sub, j)
             vals[rows] = sub_vals
             if present is None:
@@ -246,31 +249,49 @@ def _column(
     return vals, present, errors
 
 
+COLUMN_KEYS: tuple[str, ...] = FEATURES + tuple(a for names in ALIASES.values() for a in names)
+MISSING = _MISSING  # the value of a key a record does not have (for ``extract_columns``)
+
+
 def extract(
     records: Iterable[Any], start_index: int | None = 0, max_errors: int | None = None
 ) -> Extracted:
     """Read the 18 features of ``records`` column by column (one table lookup per distinct
     value); bad records are reported, not raised. Errors carry ``start_index + position``."""
     recs = records if isinstance(records, list) else list(records)
-    n = len(recs)
-    X = np.empty((n, N_FEATURES), dtype=np.float32)
     first: dict[int, FeatureError] = {}
-
-    def at(i: int) -> int | None:
-        return None if start_index is None else start_index + i
-
     not_maps = [i for i, r in enumerate(recs) if not isinstance(r, Mapping)]
     if not_maps:
         bad_type = set(not_maps)
         for i in not_maps:
             first[i] = FeatureError(
                 f"expected a JSON object with nvidia_smi_log.* keys, got {type(recs[i]).__name__}",
-                index=at(i),
+                index=None if start_index is None else start_index + i,
             )
         recs = [{} if i in bad_type else r for i, r in enumerate(recs)]
+    columns = {k: [r.get(k, _MISSING) for r in recs] for k in COLUMN_KEYS}
+    return extract_columns(columns, len(recs), start_index, max_errors, first)
+
+
+def extract_columns(
+    columns: Mapping[str, Sequence[Any]],
+    n: int,
+    start_index: int | None = 0,
+    max_errors: int | None = None,
+    first: dict[int, FeatureError] | None = None,
+) -> Extracted:
+    """``extract`` from columns already split out: ``columns[key][i]`` is record i's value of
+    ``key`` (one of ``COLUMN_KEYS``; ``MISSING`` where the record lacks it, a key absent
+    from ``columns`` is missing everywhere). Decoders that read only these keys use it."""
+    first = dict(first or {})
+    X = np.empty((n, N_FEATURES), dtype=np.float32)
+
+    def at(i: int) -> int | None:
+        return None if start_index is None else start_index + i
+
     present = np.zeros(n, dtype=np.int16)
     for j in range(N_FEATURES):
-        vals, pres, errs = _column(recs, j)
+        vals, pres, errs = _column(columns, n, j)
         X[:, j] = vals
         present += 1 if pres is None else pres
         for i, exc in errs.items():

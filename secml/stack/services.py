@@ -117,6 +117,21 @@ SERVICES: tuple[Service, ...] = (
         ],
         ready.gateway_ready,
     ),
+    Service(  # follows the MLflow production aliases into Triton (alias move -> served in s)
+        "sync",
+        ("sync_metrics_port",),
+        lambda s: f"http://{s.host}:{s.sync_metrics_port}/metrics",
+        lambda s: [
+            str(VENV_BIN / "python"),
+            "-m",
+            "serving.sync",
+            "--poll",
+            "--metrics-port",
+            str(s.sync_metrics_port),
+        ],
+        ready.metrics_ready("sync_metrics_port", "serving_sync_runs_total"),
+        after=("mlflow", "triton"),
+    ),
     Service(
         "ui",
         ("ui_port",),
@@ -199,6 +214,7 @@ def available(svc: Service) -> bool:
     """Whether the code a service runs exists in this checkout (lets later issues add services)."""
     module = {
         "gateway": "serving/app.py",
+        "sync": "serving/sync.py",
         "ui": "ui/app.py",
         "consumer": "training/consumer/__main__.py",
         "prefect-exporter": "training/prefect_exporter.py",

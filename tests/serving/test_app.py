@@ -241,9 +241,13 @@ def test_model_not_synced_is_404(client: TestClient, nvsmi):
 # ------------------------------------------------------------------ real Triton + MLflow
 @pytest.mark.integration
 def test_abp_through_real_triton(synced, client: TestClient, abp_records, abp_production):
-    from secml.abp.model import predict as abp_predict
+    import uuid
 
-    records = abp_records[0][:200]
+    from secml.abp.model import predict as abp_predict
+    from tests.serving.conftest import renamed
+
+    # GPUs new to the served model's per-GPU history, as in the fresh in-process run below
+    records = renamed(abp_records[0][:200], uuid.uuid4().hex[:8])
     r = predict(client, {"detector": "abp", "source": "nvsmi", "records": records})
     assert r.status_code == 200, r.text
     res = r.json()["results"]
@@ -349,10 +353,16 @@ def test_ready_lists_served_models(synced, client: TestClient):
 
 
 def _free_port() -> int:
-    """A port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, outside the ephemeral range (outgoing connections of a busy
+    machine take those: a server restarted on the same port could find it gone)."""
+    import random
+
+    from secml.stack.processes import port_free
+
+    while True:
+        port = random.randint(30000, 31999)
+        if port_free("127.0.0.1", port):
+            return port
 
 
 @pytest.mark.integration
@@ -382,7 +392,8 @@ def test_gateway_recovers_by_itself_when_triton_returns(
     stack = Stack(s)
     try:
         stack.up(["triton"])
-        assert predict(client, body).status_code == 200
+        first = predict(client, body)
+        assert first.status_code == 200, first.text
         stack.down(["triton"])
         again = predict(client, body)
         assert again.status_code == 503 and "Retry-After" in again.headers

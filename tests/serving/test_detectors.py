@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from secml.abp.features import FEATURES, to_matrix
 from secml.store import event_id as store_event_id
 from serving.detectors import (
     ABP_KEEP,
+    DictRecords,
     abp_event_ids,
     answer_abp,
     bounded_record,
@@ -87,3 +89,50 @@ def test_abp_event_ids_key_on_gpu_and_time(abp_records) -> None:
     ids = abp_event_ids([a, b, again, {"x": "1"}])
     assert ids[0] != ids[1] and ids[0] == ids[2]
     assert ids[3] == store_event_id({"x": "1"})  # no uuid/timestamp: the canonical id
+
+
+KEYS = list(FEATURES) + ["nvidia_smi_log.gpu.gpu_power_readings.instant_power_draw", "other"]
+VALUES = st.one_of(
+    st.sampled_from(["N/A", "12 W", "3 MiB", "7 %", "45 C", "1530 MHz", "", "abc W"]),
+    st.sampled_from([None, True, False, 0, 1, 2.5, -1e300]),
+)
+
+
+def _errors(p) -> list[tuple[int, str, str]]:
+    return [(e.index, e.field, e.message) for e in p.errors]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=6), max_size=8))
+def test_msgspec_columns_read_as_the_dicts_do(records: list[dict]) -> None:
+    """The fast decoder's columns featurize exactly like the records decoded in full."""
+    from serving.decode import abp_body
+
+    raw = orjson.dumps({"detector": "abp", "source": "nvsmi", "records": records})
+    cols = abp_body(raw)[2]
+    fast, full = prepare_abp(cols), prepare_abp(DictRecords(records))
+    assert _errors(fast) == _errors(full)
+    if not full.errors:
+        np.testing.assert_array_equal(fast.inputs[0].array, full.inputs[0].array)
+        assert fast.inputs[1].array.tolist() == full.inputs[1].array.tolist()
+    assert abp_event_ids(cols) == abp_event_ids(records)
+    assert [cols.record(i) for i in range(len(cols))] == records
+
+
+def test_msgspec_path_refuses_what_it_cannot_read() -> None:
+    from serving.decode import Undecodable, abp_body
+
+    for records in ([{FEATURES[0]: {"a": 1}}], [["x"]], [1]):
+        raw = orjson.dumps({"detector": "abp", "source": "nvsmi", "records": records})
+        with pytest.raises(Undecodable):
+            abp_body(raw)
+    with pytest.raises(Undecodable):
+        abp_body(b"[1, 2]")
+    assert abp_body(b'{"detector": "dfp", "source": "duo", "records": [{}]}')[2] is None
+
+
+def test_bounded_record_takes_any_json() -> None:
+    big = {"nvidia_smi_log.gpu.uuid": "GPU-1", "n": 2**70, "pad": "x" * 600}
+    assert bounded_record(big, 4096) == big
+    cut = bounded_record(big, 300, ("nvidia_smi_log.gpu.uuid",))
+    assert cut["nvidia_smi_log.gpu.uuid"] == "GPU-1" and "n" not in cut

@@ -20,7 +20,6 @@ from secml.repository import (
 from secml.settings import Settings
 from serving.sync import (
     _prune_dfp,
-    poll,
     production_dfp,
     sync_all,
     sync_dfp,
@@ -72,10 +71,11 @@ def test_sync_again_changes_nothing(synced: Settings):
 
 @pytest.mark.integration
 def test_abp_alias_move_is_served_within_10s_with_no_failed_request(
-    synced: Settings, gateway_server: Settings, abp_records, abp_production
+    synced: Settings, gateway_server: Settings, abp_records, abp_production, _stack
 ):
-    """The sync loop follows the alias: traffic keeps flowing through the gateway while the
-    alias moves, the new version answers within 10 s of the move, no request fails."""
+    """The stack's sync service (``python -m serving.sync --poll``) follows the alias: traffic
+    keeps flowing through the gateway while the alias moves, the new version answers within
+    10 s of the move, no request fails."""
     records, labels = abp_records
     batch = records[:16]
     url = f"{gateway_server.gateway_url}/predict"
@@ -92,11 +92,9 @@ def test_abp_alias_move_is_served_within_10s_with_no_failed_request(
 
     old = abp_production["version"]
     booster = train_abp_booster(records, labels, seed=2)
-    stop_sync = threading.Event()
-    loop = threading.Thread(target=poll, kwargs={"settings": synced, "stop": stop_sync})
+    _stack.up(["sync"])  # the loop, as `make up` runs it
     t = threading.Thread(target=traffic)
     t.start()
-    loop.start()
     try:
         time.sleep(1.0)
         new = register_abp(booster, synced)  # registers, then moves the alias
@@ -104,11 +102,17 @@ def test_abp_alias_move_is_served_within_10s_with_no_failed_request(
         while time.monotonic() < moved + 30 and not any(v == new for _, _, v in answers):
             time.sleep(0.2)
         time.sleep(1.0)
+        metrics_url = f"http://{synced.host}:{synced.sync_metrics_port}/metrics"
+        deadline = time.monotonic() + 60  # the round ends once the old version has unloaded
+        while time.monotonic() < deadline:
+            metrics = httpx.get(metrics_url).text
+            if f'serving_sync_runs_total{{model="{ABP_MODEL}",outcome="changed"}}' in metrics:
+                break
+            time.sleep(0.5)
     finally:
         stop.set()
-        stop_sync.set()
         t.join(timeout=60)
-        loop.join(timeout=60)
+        _stack.down(["sync"])  # later tests sync by hand
     bad = [(round(at - moved, 2), st) for at, st, _ in answers if st != 200]
     assert answers and not bad, f"failed requests during the swap (s after the move, status): {bad}"
     versions = [v for _, _, v in answers]
@@ -117,6 +121,7 @@ def test_abp_alias_move_is_served_within_10s_with_no_failed_request(
     assert first_new - moved <= 10.0, f"new version served {first_new - moved:.1f}s after the move"
     # once the new version answered, the old one never came back
     assert old not in versions[versions.index(new) :]
+    assert f'serving_sync_runs_total{{model="{ABP_MODEL}",outcome="changed"}} 1.0' in metrics
     repo = synced.triton_model_repository / ABP_MODEL
     top = version_dirs(repo)[-1]
     assert version_dirs(repo) == [PLACEHOLDER_VERSION, top]
