@@ -14,21 +14,9 @@ from typing import Any
 import altair as alt
 import streamlit as st
 
-from ui import backend, clients
+from ui import backend, clients, urlstate
 
 log = logging.getLogger(__name__)
-
-
-def _seed_from_url(names: list[str]) -> None:
-    """Pick the model and versions the URL names, the first time the page runs."""
-    qp = st.query_params
-    if "cmp_model" not in st.session_state and qp.get("model") in names:
-        st.session_state["cmp_model"] = qp["model"]
-    if "cmp_versions" not in st.session_state and "versions" in qp:
-        try:
-            st.session_state["_cmp_url_versions"] = [int(v) for v in qp["versions"].split(",")]
-        except ValueError:
-            st.warning(f"Ignored URL parameter versions={qp['versions']!r}: not version numbers.")
 
 
 def _plots(client: Any, runs: dict[int, tuple[str, str]]) -> None:
@@ -67,20 +55,21 @@ def render() -> None:
         st.info("No registered models yet: run a training deployment.")
         return
     names = list(models["name"])
-    _seed_from_url(names)
+    model_param = urlstate.Param("cmp_model", "model", default=names[0], choices=names)
+    urlstate.seed([model_param])
     name = st.selectbox("Model", names, key="cmp_model")
     versions = backend.model_versions(client, name)
     available = [int(v) for v in versions["version"]] if not versions.empty else []
-    wanted = st.session_state.pop("_cmp_url_versions", None)
-    if wanted is not None:
-        st.session_state["cmp_versions"] = [v for v in wanted if v in available]
-    elif "cmp_versions" not in st.session_state or not set(st.session_state["cmp_versions"]) <= set(
-        available
-    ):
-        st.session_state["cmp_versions"] = available[:2]
+    versions_param = urlstate.Param(
+        "cmp_versions", "versions", "int_list", default=available[:2], choices=available
+    )
+    if not set(st.session_state.get("cmp_versions", [])) <= set(available):
+        st.session_state["cmp_versions"] = available[:2]  # another model: its first two
+    urlstate.seed([versions_param])
     chosen = st.multiselect("Versions (two or more)", available, key="cmp_versions")
+    # both always written: a link names what it compares even at the defaults
     st.query_params.from_dict(
-        {"model": name, "versions": ",".join(str(v) for v in chosen)} if chosen else {}
+        {"model": name, "versions": urlstate.to_text(versions_param, chosen)} if chosen else {}
     )
     if len(chosen) < 2:
         st.info("Pick at least two versions to compare.")

@@ -1,4 +1,7 @@
-"""Control messages: compose from an example, validate, publish to the Kafka topic."""
+"""Control messages: compose from an example, validate, publish to the Kafka topic.
+
+The example started from lives in the URL (``/control?example=duo-inference-payload.json``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Any
 
 import streamlit as st
 
-from ui import backend, clients
+from ui import backend, clients, urlstate
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,11 @@ def render() -> None:
     if not examples:
         st.warning(f"No example control messages in {backend.CONTROL_DIR}.")
         return
+    params = [urlstate.Param("c_example", "example", default=next(iter(examples)),
+                             choices=list(examples))]  # fmt: skip
+    urlstate.seed(params)
     name = st.selectbox("Start from example", list(examples), key="c_example")
+    urlstate.write(params)
     text = st.text_area("Message (JSON)", examples[name], height=360, key=f"c_text_{name}")
     c1, c2 = st.columns(2)
     validate = c1.button("Validate", key="c_validate")

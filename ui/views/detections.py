@@ -8,14 +8,14 @@ link shows the same view. A record scored many times is one event: its label is 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime, time
 from typing import Any
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ui import backend, clients
+from ui import backend, clients, urlstate
 
 log = logging.getLogger(__name__)
 
@@ -63,66 +63,24 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-def _parse(kind: str, raw: str) -> Any:
-    """A query parameter's text as a widget value (ValueError when malformed)."""
-    if kind == "list":
-        return [v for v in raw.split(",") if v]
-    if kind == "float":
-        return float(raw)
-    if kind == "int":
-        return max(1, int(raw))
-    if kind == "date":
-        return date.fromisoformat(raw)
-    return raw
-
-
-def _format(kind: str, value: Any) -> str:
-    """A widget value as query parameter text."""
-    if kind == "list":
-        return ",".join(value)
-    if kind == "date":
-        return value.isoformat()
-    if kind == "float":
-        return f"{float(value):g}"
-    return str(value)
+def _params() -> list[urlstate.Param]:
+    """The filters, the sort and the page as URL parameters (``urlstate``)."""
+    choices = {"f_detector": DETECTORS, "f_source": SOURCES, "f_label": list(LABEL_FILTER),
+               "f_sort": list(SORTS), "f_order": ["asc", "desc"]}  # fmt: skip
+    return [
+        urlstate.Param(key, name, kind, _DEFAULTS[key], choices.get(key))
+        for key, (name, kind) in _PARAMS.items()
+    ]
 
 
 def state_from_url() -> None:
     """Seed the widgets from the URL the first time this page runs in a session (reload, link)."""
-    qp = st.query_params
-    for key, (name, kind) in _PARAMS.items():
-        if key in st.session_state:
-            continue
-        value = _DEFAULTS[key]
-        if name in qp:
-            try:
-                value = _parse(kind, qp[name])
-            except ValueError:
-                st.warning(f"Ignored URL parameter {name}={qp[name]!r}: not a valid {kind}.")
-        if key == "f_detector":
-            value = [v for v in value if v in DETECTORS]
-        elif key == "f_source":
-            value = [v for v in value if v in SOURCES]
-        elif key == "f_label" and value not in LABEL_FILTER:
-            value = "all"
-        elif key == "f_sort" and value not in SORTS:
-            value = "last_seen"
-        elif key == "f_order" and value not in ("asc", "desc"):
-            value = "desc"
-        st.session_state[key] = value
+    urlstate.seed(_params())
 
 
 def state_to_url(detection: int | None) -> None:
     """Write the widgets' values (those not at their default) and the open detection to the URL."""
-    params: dict[str, str] = {}
-    for key, (name, kind) in _PARAMS.items():
-        value = st.session_state.get(key)
-        if value is not None and value != _DEFAULTS[key] and value != []:
-            params[name] = _format(kind, value)
-    if detection is not None:
-        params["detection"] = str(detection)
-    if dict(st.query_params) != params:
-        st.query_params.from_dict(params)
+    urlstate.write(_params(), {"detection": str(detection)} if detection is not None else None)
 
 
 def open_detection() -> int | None:

@@ -1,4 +1,7 @@
-"""Labels feeding training: label-based precision per model version, and the latest labels."""
+"""Labels feeding training: label-based precision per model version, and the latest labels.
+
+The detector filter lives in the URL (``/labels?detector=abp``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import logging
 import pandas as pd
 import streamlit as st
 
-from ui import backend, clients
+from ui import backend, clients, urlstate
 
 log = logging.getLogger(__name__)
 
@@ -17,24 +20,31 @@ HOW_USED = {
     "dfp": "DFP: confirmed anomalies (true positives) are left out of the user's training window "
     "in the next `dfp-train` run, so the model does not learn the attack as normal.",
 }
+DETECTORS = ("abp", "dfp")
+PARAMS = [urlstate.Param("l_detector", "detector", "list", default=[], choices=DETECTORS)]
 
 
 def render() -> None:
     """Render the Labels page."""
     st.title("Labels feeding training")
     settings = clients.settings()
+    urlstate.seed(PARAMS)
+    chosen = st.multiselect("Detector", DETECTORS, key="l_detector", placeholder="All detectors")
+    urlstate.write(PARAMS)
     try:
         store = clients.store(str(settings.store_url))
         detectors = sorted(store.detections()["detector"].dropna().unique())
+        detectors = [d for d in detectors if not chosen or d in chosen]
         labelled = pd.concat([store.labelled(d) for d in detectors] or [pd.DataFrame()])
     except Exception as exc:
         log.exception("store unavailable")
         st.error(f"The detections store at {settings.store_url} is not available: {exc}")
         return
-    for det in ("abp", "dfp"):
+    for det in chosen or DETECTORS:
         st.markdown(f"- {HOW_USED[det]}")
     if labelled.empty:
-        st.info("No labels yet: label detections on the Detections page.")
+        which = f" of {', '.join(chosen)}" if chosen else ""
+        st.info(f"No labels{which} yet: label detections on the Detections page.")
         return
     prec = backend.precision_by_version(labelled)
     st.subheader("Label-based precision per model version")

@@ -1,4 +1,8 @@
-"""Monitoring: the Grafana dashboards' panels, drawn from the same queries against Prometheus."""
+"""Monitoring: the Grafana dashboards' panels, drawn from the same queries against Prometheus.
+
+The dashboard and the window live in the URL
+(``/monitoring?dashboard=Platform+overview&window=6h``).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,13 @@ from typing import Any
 
 import streamlit as st
 
-from ui import backend, clients
+from ui import backend, clients, urlstate
 
 log = logging.getLogger(__name__)
 
 WINDOWS = {"15 minutes": 15, "1 hour": 60, "6 hours": 360, "24 hours": 1440}
+# ``?window=`` text -> window
+WINDOW_PARAM = {"15m": "15 minutes", "1h": "1 hour", "6h": "6 hours", "24h": "24 hours"}
 
 
 def dashboards() -> list[dict[str, Any]]:
@@ -84,9 +90,15 @@ def render() -> None:
         st.info("No dashboards in monitoring/grafana/dashboards yet.")
         return
     titles = [b.get("title", f"dashboard {i}") for i, b in enumerate(boards)]
+    params = [
+        urlstate.Param("mon_board", "dashboard", default=titles[0], choices=titles),
+        urlstate.Param("mon_window", "window", default="1 hour", choices=WINDOW_PARAM),
+    ]
+    urlstate.seed(params)
     c1, c2 = st.columns(2)
     title = c1.selectbox("Dashboard", titles, key="mon_board")
-    window = c2.selectbox("Window", list(WINDOWS), index=1, key="mon_window")
+    window = c2.selectbox("Window", list(WINDOWS), key="mon_window")
+    urlstate.write(params)
     try:
         panels = backend.dashboard_panels(boards[titles.index(title)])
     except ValueError as exc:

@@ -1,4 +1,8 @@
-"""Training: start the Prefect deployments and watch their runs change state."""
+"""Training: start the Prefect deployments and watch their runs change state.
+
+The deployment, the start mode and the example message live in the URL
+(``/training?deployment=dfp-infer/default&mode=message&example=duo-inference-payload.json``).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,22 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ui import backend, clients
+from ui import backend, clients, urlstate
 
 log = logging.getLogger(__name__)
+
+MODES = {"parameters": "parameters", "message": "control message"}  # ``?mode=`` -> radio
+
+
+def url_params() -> list[urlstate.Param]:
+    """The Training page's choices kept in the URL."""
+    examples = list(backend.control_examples())
+    return [
+        urlstate.Param("t_deployment", "deployment", default=backend.DEPLOYMENTS[0],
+                       choices=backend.DEPLOYMENTS),
+        urlstate.Param("t_mode", "mode", default="parameters", choices=MODES),
+        urlstate.Param("t_example", "example", default=(examples or [None])[0], choices=examples),
+    ]  # fmt: skip
 
 
 def _defaults(properties: dict[str, Any]) -> dict[str, Any]:
@@ -145,11 +162,15 @@ def render() -> None:
         f"[MLflow experiments]({str(settings.mlflow_tracking_uri).rstrip('/')}/#/experiments) · "
         f"[MLflow models]({str(settings.mlflow_tracking_uri).rstrip('/')}/#/models)"
     )
+    params = url_params()
+    urlstate.seed(params)
     problem = backend.prefect_problem(clients.http(), settings)
     if problem:
         st.error(problem + " (`make up` starts it; SECML_PREFECT_API_URL moves it)")
         return
     _start_form(settings)
+    message_mode = st.session_state.get("t_mode") == MODES["message"]
+    urlstate.write([p for p in params if p.key != "t_example" or message_mode])
     _started(settings)
     st.subheader("Recent runs")
     _runs(settings)
