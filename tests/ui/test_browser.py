@@ -171,3 +171,30 @@ def test_deep_link_survives_sign_in_and_reload(ui_server: Settings, browser) -> 
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
     expect(page.get_by_text(f"Detection #{det_id}")).to_have_count(0)
     page.close()
+
+
+def test_page_choices_deep_link_and_reload(ui_server: Settings, browser) -> None:
+    """A Monitoring link with a dashboard and a window reopens them after sign-in and a reload;
+    a new choice is written to the URL."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=60_000)
+    browser.clear_cookies()
+    page = browser.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"{ui_server.ui_url}/monitoring?dashboard=Triton&window=6h")
+    page.wait_for_selector('[data-testid="stApp"]')
+    _sign_in(page, ui_server)
+    board = page.get_by_role("combobox", name="Dashboard", exact=True)
+    window = page.get_by_role("combobox", name="Window", exact=True)
+    expect(board).to_have_value("Triton")
+    expect(window).to_have_value("6 hours")
+    page.reload()
+    page.wait_for_selector('[data-testid="stApp"]')
+    expect(window).to_have_value("6 hours")
+    expect(board).to_have_value("Triton")
+    window.click()
+    page.get_by_role("option", name="15 minutes").click()
+    expect(page).to_have_url(re.compile(r"/monitoring\?.*window=15m"))
+    assert "dashboard=Triton" in page.url
+    page.close()
