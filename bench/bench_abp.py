@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from secml.abp import model as m
-from secml.abp.features import N_FEATURES, parse_record
+from secml.abp.features import to_matrix
 from secml.abp.generator import UUID_KEY, generate
 from secml.abp.temporal import TemporalState
 from training import abp_pipeline as pipe
@@ -41,15 +41,11 @@ def _head(src: Path, dst: Path, n: int) -> None:
 
 
 def _parse_matrix(path: Path, n: int) -> tuple[np.ndarray, list[str | None]]:
-    """The (n, 18) feature matrix and GPU uuids of a JSON-lines file, parsed line by line."""
-    X = np.empty((n, N_FEATURES), dtype=np.float32)
-    uuids: list[str | None] = []
+    """The (n, 18) feature matrix and GPU uuids of a JSON-lines file (the one featurizer,
+    column by column, as the pipeline reads a block)."""
     with path.open("rb") as fh:
-        for i, line in enumerate(fh):
-            rec = orjson.loads(line)
-            X[i] = parse_record(rec, i)
-            uuids.append(rec.get(UUID_KEY))
-    return X, uuids
+        records = [orjson.loads(line) for line in fh]
+    return to_matrix(records), [rec.get(UUID_KEY) for rec in records]
 
 
 def bench_training(work: Path, gpus: int, trees: int | None, seed: int) -> tuple[object, dict]:
