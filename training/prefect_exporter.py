@@ -28,10 +28,12 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -232,11 +234,9 @@ class TrainingExporter:
 
     # -- MLflow registry ---------------------------------------------------------------
     def _mlflow_client(self) -> Any:
-        """The MLflow client (created on first use; mlflow is slow to import)."""
+        """The registry reader (created on first use): MLflow's REST API over httpx."""
         if self._mlflow is None:
-            from mlflow import MlflowClient
-
-            self._mlflow = MlflowClient(tracking_uri=self.settings.mlflow_tracking_uri)
+            self._mlflow = RegistryRest(self.settings.mlflow_tracking_uri or "")
         return self._mlflow
 
     def poll_registry(self) -> None:
@@ -334,6 +334,56 @@ class TrainingExporter:
             else:
                 self.api_up.labels(api=api).set(1)
         self.last_poll.set(time.time())
+
+
+class _Page(list[Any]):
+    """One page of registered models and the token of the next (None on the last)."""
+
+    token: str | None = None
+
+
+class RegistryRest:
+    """The three ``MlflowClient`` reads the exporter makes, over MLflow's REST API.
+
+    Importing mlflow costs the long-running exporter ~60 MiB of RSS for these three GETs.
+    Credentials come from ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``, as for MlflowClient.
+    """
+
+    def __init__(self, tracking_uri: str, http: httpx.Client | None = None) -> None:
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        auth = (user, password) if user and password else None
+        self.api = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow"
+        self.http = http or httpx.Client(timeout=10.0, auth=auth)
+
+    def _get(self, path: str, **params: Any) -> dict[str, Any]:
+        url = f"{self.api}/{path}"
+        response = self.http.get(url, params={k: v for k, v in params.items() if v is not None})
+        if response.status_code >= 400:
+            raise RuntimeError(
+                f"MLflow {url} answered {response.status_code}: {response.text[:200]}"
+            )
+        return response.json()
+
+    def search_registered_models(self, max_results: int, page_token: str | None) -> _Page:
+        body = self._get("registered-models/search", max_results=max_results, page_token=page_token)
+        page = _Page(
+            SimpleNamespace(
+                name=m["name"], aliases={a["alias"]: a["version"] for a in m.get("aliases", [])}
+            )
+            for m in body.get("registered_models", [])
+        )
+        page.token = body.get("next_page_token") or None
+        return page
+
+    def get_model_version(self, name: str, version: str) -> SimpleNamespace:
+        mv = self._get("model-versions/get", name=name, version=version)["model_version"]
+        return SimpleNamespace(run_id=mv.get("run_id") or None)
+
+    def get_run(self, run_id: str) -> SimpleNamespace:
+        data = self._get("runs/get", run_id=run_id)["run"].get("data", {})
+        metrics = {m["key"]: m["value"] for m in data.get("metrics", [])}
+        return SimpleNamespace(data=SimpleNamespace(metrics=metrics))
 
 
 def _per_user(name: str) -> bool:

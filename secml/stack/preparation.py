@@ -130,6 +130,9 @@ def prepare_mlflow(s: Settings) -> None:
         f"admin_username = {s.mlflow_username}\n"
         f"admin_password = {s.mlflow_password.get_secret_value()}\n"
         "authorization_function = secml.tracking_auth:authenticate\n"
+        # one worker, so password/user changes through the API evict at once; without the cache
+        # every request pays a scrypt check (~0.1 s of CPU: each 10 s scrape alone was ~1%)
+        "auth_cache_ttl_seconds = 300\n"
     )
     ini.chmod(0o600)
 
@@ -139,11 +142,13 @@ def _mlflow_auth_ini(s: Settings) -> Path:
 
 
 def mlflow_command(s: Settings) -> list[str]:
-    """``mlflow server`` (light: one worker, no job runner); the basic-auth app when secured."""
+    """``mlflow server`` (light: one worker, no job runner, no idle parent process:
+    :mod:`secml.stack.mlflow_server`); the basic-auth app when secured."""
     auth = ["--app-name", "basic-auth"] if s.mlflow_password is not None else []
     return [
-        str(VENV_BIN / "mlflow"),
-        "server",
+        str(VENV_BIN / "python"),
+        "-m",
+        "secml.stack.mlflow_server",
         *auth,
         "--backend-store-uri",
         s.mlflow_backend_store_uri or "",
@@ -203,8 +208,18 @@ def prefect_env(s: Settings) -> dict[str, str]:
 
 
 def prefect_server_env(s: Settings) -> dict[str, str]:
-    """The Prefect server's environment: with ``prefect_api_auth_string``, API auth on."""
-    env = prefect_env(s)
+    """The Prefect server's environment: with ``prefect_api_auth_string``, API auth on.
+
+    Idle cost: services the platform never uses are off (automations' triggers, which
+    re-evaluate every 5 s; pause expirations: no flow pauses), and 5 s loops with nothing to do
+    locally run less often (no deployment has a schedule; worker-cleanup leases are rare).
+    """
+    env = prefect_env(s) | {
+        "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "60",
+        "PREFECT_SERVER_SERVICES_CLEANUP_RECONCILER_LOOP_SECONDS": "30",
+    }
     if s.prefect_api_auth_string is not None:
         env["PREFECT_SERVER_API_AUTH_STRING"] = s.prefect_api_auth_string.get_secret_value()
     return env

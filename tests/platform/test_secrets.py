@@ -79,7 +79,8 @@ def test_secured_stack_passes_credentials(tmp_path: Path) -> None:
         if k.startswith("SECML_")
     }
     s = Settings(run_dir=tmp_path, **fields)
-    assert mlflow_command(s)[2:4] == ["--app-name", "basic-auth"]
+    cmd = mlflow_command(s)
+    assert cmd[cmd.index("--app-name") + 1] == "basic-auth"
     assert Path(mlflow_env(s)["MLFLOW_AUTH_CONFIG_PATH"]).parent == tmp_path / "mlflow"
     auth = fields["prefect_api_auth_string"]
     assert prefect_server_env(s)["PREFECT_SERVER_API_AUTH_STRING"] == auth

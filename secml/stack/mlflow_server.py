@@ -1,0 +1,37 @@
+"""``mlflow server`` that becomes its web server instead of waiting on it.
+
+``mlflow server`` imports all of MLflow (~270 MiB RSS), starts uvicorn as a child process and
+then only waits for it and forwards signals. This runs the same command line through MLflow's own
+CLI (migrations, basic-auth bootstrap, the environment it hands the server), but replaces the
+process with uvicorn (``exec``) at the point where MLflow would spawn it, so the idle parent and
+its memory are gone and stop signals reach uvicorn directly. Only valid without MLflow's job
+runner (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``, as :func:`mlflow_env` sets), which would
+otherwise start after the spawn.
+
+Usage: ``python -m secml.stack.mlflow_server [mlflow server options]``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, NoReturn
+
+
+def _exec(cmd: list[str], extra_env: dict[str, str] | None = None, **_: Any) -> NoReturn:
+    os.execve(cmd[0], cmd, os.environ | (extra_env or {}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``mlflow server`` with ``argv``, exec'ing into the web server it builds."""
+    if os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "").lower() not in ("false", "0"):
+        raise SystemExit("needs MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false (the job runner)")
+    import mlflow.server
+    from mlflow.cli import cli
+
+    mlflow.server._exec_cmd = _exec  # the one call that spawns the server
+    cli(["server", *(sys.argv[1:] if argv is None else argv)], prog_name="mlflow")
+
+
+if __name__ == "__main__":
+    main()
