@@ -10,7 +10,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ui import backend, clients
+from ui import backend, clients, urlstate
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ def service_table() -> pd.DataFrame:
 
 WINDOWS = {"24 hours": (1, "hour"), "7 days": (7, "hour"), "30 days": (30, "day"),
            "all time": (None, "day")}  # fmt: skip
+# ``?window=`` text -> window of the detections-over-time chart
+WINDOW_PARAM = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "all": "all time"}
+PARAMS = [urlstate.Param("home_window", "window", default="7 days", choices=WINDOW_PARAM)]
 
 
 def _counts(store) -> None:
@@ -61,8 +64,10 @@ def _counts(store) -> None:
 
 def _timeline(store) -> None:
     """Detections over time per detector (bars per hour or day)."""
+    urlstate.seed(PARAMS)
     c1, _ = st.columns([1, 3])
-    window = c1.selectbox("Window", list(WINDOWS), index=1, key="home_window")
+    window = c1.selectbox("Window", list(WINDOWS), key="home_window")
+    urlstate.write(PARAMS)
     days, bucket = WINDOWS[window]
     since = datetime.now(UTC) - timedelta(days=days) if days else None
     tl = store.timeline(bucket, since=since)

@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from ui import backend, clients
+from ui import backend, clients, urlstate
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ def render() -> None:
     st.title("Models")
     settings = clients.settings()
     client = clients.mlflow(str(settings.mlflow_tracking_uri))
+    filter_param = urlstate.Param("m_filter", "filter", default="")
+    urlstate.seed([filter_param])
     needle = st.text_input(
         "Filter by name", key="m_filter", placeholder="abp-, dfp-duo-, a user's name…"
     )
@@ -62,6 +64,7 @@ def render() -> None:
             f"{'forced' if event['forced'] else 'gate passed'})"
         )
     if models.empty:
+        urlstate.write([filter_param])
         if needle:
             st.info(f"No registered model name contains {needle!r}.")
         else:
@@ -69,12 +72,9 @@ def render() -> None:
         return
     st.dataframe(models, hide_index=True, key="models")
     names = list(models["name"])
-    wanted = st.query_params.get("model")
-    if "m_name" not in st.session_state and wanted in names:  # a reload or a shared link
-        st.session_state["m_name"] = wanted
+    urlstate.seed([urlstate.Param("m_name", "model", default=names[0], choices=names)])
     name = st.selectbox("Model", names, key="m_name")
-    if st.query_params.get("model") != name:
-        st.query_params["model"] = name
+    urlstate.write([filter_param], {"model": name})  # a link always names its model
     st.markdown(f"[Open {name} in MLflow]({backend.mlflow_model_url(settings, name)})")
     versions = backend.model_versions(client, name)
     st.subheader("Versions")

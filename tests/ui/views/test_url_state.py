@@ -4,6 +4,7 @@ a bad value is ignored with a warning naming it (the Detections page has its own
 from __future__ import annotations
 
 import socket
+import uuid
 
 import pytest
 
@@ -11,7 +12,7 @@ from secml.monitoring import load_dashboards
 from secml.settings import get_settings
 from ui import backend
 
-from ..conftest import frame_with, page_app, texts
+from ..conftest import frame_with, make_model, page_app, texts
 from .test_models import registry  # noqa: F401  (fixture)
 
 
@@ -158,3 +159,30 @@ def test_detections_unknown_choice_is_named(seeded_store) -> None:
     assert any("sort='colour'" in w for w in warnings), warnings
     assert at.multiselect(key="f_detector").value == ["dfp"]
     assert at.selectbox(key="f_sort").value == "last_seen"
+
+
+def test_home_window_round_trips(seeded_store) -> None:
+    at = _deep_link("home", window="30d")
+    assert not at.exception, at.exception
+    assert at.selectbox(key="home_window").value == "30 days"
+    at.selectbox(key="home_window").select("all time").run()
+    assert _qp(at, "window") == "all"
+    bad = _deep_link("home", window="forever")
+    assert any("window='forever'" in w for w in texts(bad.warning)), texts(bad.warning)
+    assert bad.selectbox(key="home_window").value == "7 days"
+
+
+def test_models_filter_and_model_round_trip(registry) -> None:  # noqa: F811
+    tag = uuid.uuid4().hex[:6]
+    names = [f"dfp-duo-{tag}-{i}" for i in range(2)]
+    for n in names:
+        make_model(registry, n, [{"val_loss": 1.0}])
+    at = _deep_link("models", filter=tag, model=names[1])
+    assert not at.exception
+    assert at.text_input(key="m_filter").value == tag
+    assert list(frame_with(at, "name")["name"]) == names
+    assert at.selectbox(key="m_name").value == names[1]
+    assert _qp(at, "filter") == tag and _qp(at, "model") == names[1]
+    bad = _deep_link("models", filter=tag, model="dfp-duo-gone")
+    assert any("model='dfp-duo-gone'" in w for w in texts(bad.warning)), texts(bad.warning)
+    assert bad.selectbox(key="m_name").value == names[0]
