@@ -235,6 +235,10 @@ def gate(
             test.y, prod_scores, test.profile, booster_threshold(prod_booster), target_fpr
         )["f1"]
     promoted, reason = decide(recall, min_recall, target_fpr, f1, prod, prod_recall)
+    # opt-in (settings.abp_robustness_gate): the evasion search may still refuse the version
+    from secml.abp.evasion import apply_robustness_gate
+
+    promoted, reason = apply_robustness_gate(promoted, reason, version, test, model_name)
     client = _client()
     if promoted:
         client.set_registered_model_alias(model_name, PROD_ALIAS, version)
