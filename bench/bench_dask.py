@@ -38,8 +38,7 @@ def fit_user(df: pd.DataFrame, source: str, epochs: int, small: bool) -> tuple[f
     """Fit one user's autoencoder (one torch thread); its validation loss and CPU seconds."""
     import torch
 
-    from secml.dfp.model import AutoEncoder
-    from secml.dfp.train import feature_config
+    from secml.dfp.model import AutoEncoder, feature_config
 
     torch.set_num_threads(1)
     extra: dict[str, Any] = {"encoder_layers": [64, 32], "decoder_layers": [64]} if small else {}

@@ -28,10 +28,9 @@ import torch
 
 from secml.dfp.generator import generate
 from secml.dfp.infer import score_events
-from secml.dfp.model import AutoEncoder
+from secml.dfp.model import AutoEncoder, feature_config
 from secml.dfp.registry import ModelRegistry
 from secml.dfp.schema import process_records
-from secml.dfp.train import feature_config
 from secml.naming import user_to_model_name
 from secml.settings import Settings
 

@@ -17,9 +17,8 @@ import time
 import torch
 
 from secml.dfp.generator import generate
-from secml.dfp.model import AutoEncoder, AutoEncoderConfig
+from secml.dfp.model import AutoEncoder, AutoEncoderConfig, feature_config
 from secml.dfp.schema import FEATURES, process_records
-from secml.dfp.train import feature_config
 
 # Morpheus's DFP columns: what every autoencoder was trained on before the history features.
 MORPHEUS = {

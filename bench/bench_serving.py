@@ -161,9 +161,8 @@ def duo_events(users: list[str], per_user: int, seed: int) -> list[dict]:
 
 def train_dfp(events: list[dict]) -> Any:
     """An autoencoder with the default architecture ([512, 500] / [512]), few epochs."""
-    from secml.dfp.model import AutoEncoder
+    from secml.dfp.model import AutoEncoder, feature_config
     from secml.dfp.schema import process_records
-    from secml.dfp.train import feature_config
 
     df = process_records(events, "duo")
     return AutoEncoder(feature_config("duo"), max_epochs=5).fit(df)

@@ -396,8 +396,7 @@ def dfp_trial(ctx: dict[str, Any], data: Any) -> dict[str, Any]:
     import mlflow
     from optuna.trial import TrialState
 
-    from secml.dfp.model import AutoEncoder
-    from secml.dfp.train import feature_config
+    from secml.dfp.model import AutoEncoder, feature_config
 
     study = _load_study(ctx)
     trial = study.ask()

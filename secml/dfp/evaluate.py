@@ -145,9 +145,8 @@ def score_strategies(
     params: dict[str, Any] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Train generic + per-user autoencoders in process; score ``test`` both ways."""
-    from secml.dfp.model import AutoEncoder
+    from secml.dfp.model import AutoEncoder, feature_config
     from secml.dfp.split import split_users
-    from secml.dfp.train import feature_config
 
     check_source(source)
     params = params or {}

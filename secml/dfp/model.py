@@ -60,6 +60,18 @@ class AutoEncoderConfig:
     device: str = "auto"
 
 
+def feature_config(source: str) -> AutoEncoderConfig:
+    """Feature lists of ``source`` (``duo``/``azure``) from the schema, default hyper-parameters."""
+    from secml.dfp.schema import FEATURES
+
+    if source not in FEATURES:
+        raise ValueError(f"unknown DFP source {source!r}; expected one of {sorted(FEATURES)}")
+    spec = FEATURES[source]
+    return AutoEncoderConfig(
+        categorical=list(spec.categorical), numeric=list(spec.numeric), binary=list(spec.binary)
+    )
+
+
 def embedding_dim(n_categories: int) -> int:
     """Embedding width for a categorical feature, dfencoder's rule ``1.6 * n**0.56``."""
     return int(min(600, max(2, round(1.6 * n_categories**0.56))))

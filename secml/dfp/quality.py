@@ -182,7 +182,7 @@ def fit_detector(
     Returns the detector and the held-out days (to calibrate thresholds on).
     """
     train, held = split_holdout(ds.history, holdout_days)
-    from secml.dfp.train import feature_config
+    from secml.dfp.model import feature_config
 
     cfg = feature_config(ds.source)
     params = dict(params or {})
@@ -402,7 +402,7 @@ def fit_generic(
     held-out days for ``alert_rate``. With too little history for both, everything trains and
     the threshold is calibrated on the training rows (logged).
     """
-    from secml.dfp.train import feature_config
+    from secml.dfp.model import feature_config
 
     train, held = split_holdout(df, holdout_days)
     if len(train) < 2 or held.empty:

@@ -25,7 +25,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from secml.dfp.model import AutoEncoder, AutoEncoderConfig, find_model_dir
+from secml.dfp.model import AutoEncoder, feature_config, find_model_dir
 from secml.naming import GENERIC_USER, user_to_model_name
 from secml.settings import Settings, get_settings
 
@@ -73,18 +73,6 @@ class DFPAutoEncoderModel(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
         """Score ``model_input`` (feature columns) with the autoencoder."""
         return self.model.score(model_input)
-
-
-def feature_config(source: str) -> AutoEncoderConfig:
-    """Feature lists of ``source`` (``duo``/``azure``) from the schema, default hyper-parameters."""
-    from secml.dfp.schema import FEATURES
-
-    if source not in FEATURES:
-        raise ValueError(f"unknown DFP source {source!r}; expected one of {sorted(FEATURES)}")
-    spec = FEATURES[source]
-    return AutoEncoderConfig(
-        categorical=list(spec.categorical), numeric=list(spec.numeric), binary=list(spec.binary)
-    )
 
 
 def exclude_confirmed_anomalies(df: pd.DataFrame, source: str, store: Any = None) -> pd.DataFrame:

@@ -66,9 +66,8 @@ class DfpAutoencoder:
 
     def fit(self, data: Data) -> None:
         """Featurise the history days and fit the autoencoder on them."""
-        from secml.dfp.model import AutoEncoder
+        from secml.dfp.model import AutoEncoder, feature_config
         from secml.dfp.schema import process_records
-        from secml.dfp.train import feature_config
 
         df = process_records(data.train, SOURCE)
         self.model = AutoEncoder(feature_config(SOURCE), seed=self.seed, **self.params)

@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 
 from secml.dfp.infer import score_events
-from secml.dfp.model import AutoEncoder
+from secml.dfp.model import AutoEncoder, feature_config
 from secml.dfp.registry import ModelRegistry, NoModelError
-from secml.dfp.train import feature_config
 from secml.naming import user_to_model_name
 from secml.settings import Settings
 
