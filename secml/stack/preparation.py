@@ -219,6 +219,7 @@ def prefect_server_env(s: Settings) -> dict[str, str]:
         "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "60",
         "PREFECT_SERVER_SERVICES_CLEANUP_RECONCILER_LOOP_SECONDS": "30",
+        "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "15",  # = its after_seconds
     }
     if s.prefect_api_auth_string is not None:
         env["PREFECT_SERVER_API_AUTH_STRING"] = s.prefect_api_auth_string.get_secret_value()
