@@ -77,4 +77,7 @@ def test_next_abp_train_uses_the_tuned_params(study, small_fleet, model_name) ->
     # and use_tuned=False goes back to the defaults
     plain = abp_train(data=[str(small_fleet)], model_name=model_name, use_store_labels=False,
                       min_recall=0.0, use_tuned=False)  # fmt: skip
-    assert plain["tuned_from_run"] is None and plain["params"]["max_depth"] == 6
+    from secml.abp.model import TrainParams
+
+    default_depth = TrainParams().max_depth
+    assert plain["tuned_from_run"] is None and plain["params"]["max_depth"] == default_depth

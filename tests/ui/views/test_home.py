@@ -11,7 +11,15 @@ from secml.stack import SERVICES
 from ..conftest import detection_rows, frame_with, page_app, texts
 
 
-def test_home_shows_every_service(ui_settings) -> None:
+def test_home_shows_every_service(ui_settings, monkeypatch) -> None:
+    from secml.settings import get_settings
+    from secml.stack import port_free
+
+    # a Prometheus port nothing listens on (the session's Prometheus may be up by now)
+    port = next(p for p in range(39090, 39190) if port_free("127.0.0.1", p))
+    monkeypatch.setenv("SECML_PROMETHEUS_PORT", str(port))
+    get_settings.cache_clear()
+    ui_settings = get_settings()
     at = page_app("home").run()
     assert not at.exception
     table = frame_with(at, "service")
