@@ -105,6 +105,9 @@ class TritonClient:
                     # a restarted Triton is found again within a second, not after minutes
                     ("grpc.initial_reconnect_backoff_ms", 200),
                     ("grpc.max_reconnect_backoff_ms", 1000),
+                    # a fresh channel must not reuse the process-wide subchannel, which may
+                    # still wait out its back-off after Triton came back
+                    ("grpc.use_local_subchannel_pool", 1),
                 ],
             )
         return self._client
