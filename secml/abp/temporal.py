@@ -7,7 +7,7 @@ series and some running values (the GPU's highest power, lowest memory clock, a 
 its utilisation), and turns each new (n, 18) block of Morpheus's raw features into (n, K)
 temporal features. The same object serves batch scoring (``training.abp_pipeline``), training
 (``secml.abp.model.build_dataset`` feeds each GPU's rows in time order) and online scoring
-(``serving.repository.AbpScorer`` keeps one for the life of the Triton model), so a GPU's
+(``secml.abp.serve.AbpScorer`` keeps one for the life of the Triton model), so a GPU's
 history is read the same way everywhere.
 
 Rows are taken in the order given: each GPU's rows must arrive in time order (nvidia-smi logs,
