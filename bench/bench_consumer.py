@@ -19,7 +19,6 @@ import copy
 import json
 import logging
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -32,12 +31,6 @@ from training.producer import make_producer
 
 EXAMPLE = json.loads((ROOT / "control_messages" / "duo-training-payload.json").read_text())
 SOURCES = [("duo", "training"), ("azure", "training"), ("nvsmi", "training"), ("duo", "inference")]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _records(n: int, tag: str) -> list[bytes]:
@@ -132,10 +125,10 @@ def main() -> None:
 
     import os
 
-    from secml.stack import Stack
+    from secml.stack import Stack, free_ports
 
     run = Path(tempfile.mkdtemp(prefix="bench-consumer-"))
-    kport, pport = _free_port(), _free_port()
+    kport, pport = free_ports(2)
     s = Settings(
         run_dir=run,
         kafka_port=kport,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,15 +25,9 @@ from pathlib import Path
 import httpx
 
 from secml.settings import ROOT, Settings
-from secml.stack import VENV_BIN, Stack, child_env, group_stats
+from secml.stack import VENV_BIN, Stack, child_env, free_ports, group_stats
 
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -66,12 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="secml-bench-idle-"))
-    kafka_port, metrics_port = _free_port(), _free_port()
+    kafka_port, metrics_port, prefect_port = free_ports(3)
     s = Settings(
         run_dir=tmp,
         kafka_port=kafka_port,
         consumer_metrics_port=metrics_port,
-        prefect_port=_free_port(),  # nothing listens there: an idle consumer never calls Prefect
+        prefect_port=prefect_port,  # nothing listens there: an idle consumer never calls Prefect
         kafka_control_topic="control-bench-idle",
     )
     stack = Stack(s)

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -40,25 +39,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 ROUNDS, QUICK_ROUNDS = 5, 2
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+PORT_NAMES = ("TRITON_HTTP", "TRITON_GRPC", "TRITON_METRICS", "GATEWAY")
 
 
 def configure() -> Path:
     """Temp run dir and free ports in the environment, before secml settings are read."""
+    from secml.stack.processes import free_ports
+
     run = Path(tempfile.mkdtemp(prefix="secml-bench-"))
     env = {
         "SECML_RUN_DIR": str(run),
         "SECML_TRITON_MODEL_REPOSITORY": str(run / "triton_models"),
-        "SECML_TRITON_HTTP_PORT": str(free_port()),
-        "SECML_TRITON_GRPC_PORT": str(free_port()),
-        "SECML_TRITON_METRICS_PORT": str(free_port()),
-        "SECML_GATEWAY_PORT": str(free_port()),
+        **{
+            f"SECML_{name}_PORT": str(port)
+            for name, port in zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True)
+        },
         "SECML_LOG_LEVEL": "WARNING",
         # a busy shared machine: measure slow answers instead of turning them into 504s
         "SECML_TRITON_TIMEOUT_S": "300",
@@ -243,6 +238,8 @@ def start_bare_app(run: Path, booster: Any) -> tuple[Any, str]:
     (run / "bare").mkdir()
     (run / "bare" / "bare_app.py").write_text(BARE_APP)
     (run / "bare" / "booster.ubj").write_bytes(save_booster(booster))
+    from secml.stack.processes import free_port
+
     port = free_port()
     env = dict(os.environ, BENCH_BOOSTER=str(run / "bare" / "booster.ubj"), OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = f"{run / 'bare'}:{ROOT}"

@@ -15,30 +15,26 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from secml.settings import Settings
-from secml.stack import SERVICES, Stack, StackError, group_rss_mb, group_stats, port_free
+from secml.stack import (
+    SERVICES,
+    Stack,
+    StackError,
+    free_ports,
+    group_rss_mb,
+    group_stats,
+)
 from secml.stack import secrets as local_secrets
 
 TICKS = os.sysconf("SC_CLK_TCK")
 RSS_BUDGET_MIB = 1.5 * 1024
 CPU_BUDGET_PCT = 2.0
 PORTS = sorted({p for svc in SERVICES for p in svc.ports})
-
-
-def _free_ports(n: int) -> list[int]:
-    rng = random.Random()
-    out: list[int] = []
-    while len(out) < n:
-        p = rng.randint(40000, 49999)
-        if p not in out and port_free("127.0.0.1", p):
-            out.append(p)
-    return out
 
 
 def group_cpu_s(pgid: int) -> float:
@@ -59,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in local_secrets.read(tmp).items()
         if k.startswith("SECML_")
     }
-    ports = dict(zip(PORTS, _free_ports(len(PORTS)), strict=True))
+    ports = dict(zip(PORTS, free_ports(len(PORTS), 40000, 49999), strict=True))
     s = Settings(run_dir=tmp, **ports, **secret)
     stack = Stack(s)
     try:

@@ -11,7 +11,6 @@ and all stop at the end of the session.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import tempfile
 import uuid
@@ -38,21 +37,10 @@ _PORT_FIELDS = (
 )
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct ports that nothing listens on, away from the defaults and ephemeral range."""
-    from secml.stack import port_free
-
-    rng = random.Random()
-    ports: list[int] = []
-    while len(ports) < n:
-        p = rng.randint(20000, 29999)
-        if p not in ports and port_free("127.0.0.1", p):
-            ports.append(p)
-    return ports
-
-
 def _configure_environment() -> Path:
     """Pick the session's run dir and ports and export them; returns the run dir."""
+    from secml.stack import free_ports
+
     run_dir = Path(tempfile.mkdtemp(prefix="secml-test-"))
     env = {
         "SECML_RUN_DIR": str(run_dir),
@@ -60,7 +48,7 @@ def _configure_environment() -> Path:
         "SECML_TRITON_MODEL_REPOSITORY": str(run_dir / "triton_models"),
         "SECML_KAFKA_CONTROL_TOPIC": f"control-{uuid.uuid4().hex[:8]}",
     }
-    for field, port in zip(_PORT_FIELDS, _free_ports(len(_PORT_FIELDS)), strict=True):
+    for field, port in zip(_PORT_FIELDS, free_ports(len(_PORT_FIELDS)), strict=True):
         env[f"SECML_{field.upper()}"] = str(port)
     os.environ.update(env)
     get_settings.cache_clear()

@@ -18,6 +18,8 @@ from secml.stack.preparation import StackError
 from secml.stack.processes import (
     VENV_BIN,
     child_env,
+    free_port,
+    free_ports,
     group_alive,
     group_rss_mb,
     group_stats,
@@ -41,6 +43,8 @@ __all__ = [
     "group_stats",
     "main",
     "mlflow_ready",
+    "free_port",
+    "free_ports",
     "port_free",
     "service_states",
 ]

@@ -7,6 +7,7 @@ helpers look at and signal exactly those groups, by PID and recorded start time.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import sys
@@ -49,6 +50,27 @@ def start_time(pid: int) -> str | None:
     if fields[0] == "Z":
         return None
     return fields[19]
+
+
+def free_ports(n: int, lo: int = 20000, hi: int = 29999, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports in ``[lo, hi]`` that nothing listens on.
+
+    Drawn away from the defaults and from the ephemeral range, which a busy machine's outgoing
+    connections take (a server restarted on the same port could find it gone); callers that run
+    side by side pass ranges of their own.
+    """
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < n:
+        p = rng.randint(lo, hi)
+        if p not in ports and port_free(host, p):
+            ports.append(p)
+    return ports
+
+
+def free_port(lo: int = 20000, hi: int = 29999) -> int:
+    """One port in ``[lo, hi]`` that nothing listens on (see :func:`free_ports`)."""
+    return free_ports(1, lo, hi)[0]
 
 
 def port_free(host: str, port: int) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import socket
 import threading
 import time
 import uuid
@@ -570,9 +569,9 @@ def test_broker_restart_mid_stream(
     prefect_server: Settings, standins: dict[str, str], tmp_path: Path
 ) -> None:
     """A clean broker restart in the middle: nothing lost, nothing dispatched twice."""
-    from secml.stack import Stack
+    from secml.stack import Stack, free_port
 
-    port = _free_port()
+    port = free_port()
     base = prefect_server.model_copy(
         update={
             "run_dir": tmp_path / "broker",
@@ -744,9 +743,3 @@ def test_publish_and_detections_round_trip(kafka_broker: Settings, tmp_path: Pat
     assert rows[1]["mean_abs_z"] is None
     assert lines[0].key == b"alice@example.com"
     assert all(b"\n" not in r.value for r in lines)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

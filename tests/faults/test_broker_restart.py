@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from secml.settings import Settings
+from secml.stack import free_port
 from tests.control.test_consumer import (  # the consumer tests' producers and checks
     Stream,
     _assert_dead_letters,
     _assert_exactly_once,
     _committed,
     _expected_deployment,
-    _free_port,
     _mapping,
     _produce,
     _settings,
@@ -52,7 +52,7 @@ def own_broker(prefect_server: Settings, tmp_path: Path) -> Iterator[tuple[Any, 
     """A broker of this test's own (the session's is not restarted), and settings that use it."""
     from secml.stack import Stack
 
-    port = _free_port()
+    port = free_port()
     addr = f"127.0.0.1:{port}"
     base = prefect_server.model_copy(
         update={"run_dir": tmp_path / "broker", "kafka_port": port, "kafka_bootstrap_servers": addr}

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from secml.settings import Settings
-from secml.stack import Stack, StackError, port_free
+from secml.stack import Stack, StackError, free_ports
 from secml.stack import secrets as local_secrets
 from secml.stack.preparation import TRITON_ADMIN_HEADER
 
@@ -32,16 +32,6 @@ PORTS = (
 )
 
 
-def _free_ports(n: int) -> list[int]:
-    rng = random.Random()
-    out: list[int] = []
-    while len(out) < n:
-        p = rng.randint(30000, 39999)
-        if p not in out and port_free("127.0.0.1", p):
-            out.append(p)
-    return out
-
-
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """MLflow, Prefect, Triton, Prometheus with the secrets ``make up`` would generate."""
@@ -49,7 +39,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     local_secrets.ensure(run_dir)
     found = local_secrets.read(run_dir)
     secret_fields = {k.removeprefix("SECML_").lower(): v for k, v in found.items() if "SECML_" in k}
-    ports = dict(zip(PORTS, _free_ports(len(PORTS)), strict=True))
+    ports = dict(zip(PORTS, free_ports(len(PORTS), 30000, 39999), strict=True))
     s = Settings(
         run_dir=run_dir,
         triton_model_repository=run_dir / "triton_models",

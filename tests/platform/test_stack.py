@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from secml.settings import Settings
-from secml.stack import ServiceState, Stack, StackError, format_table, port_free
+from secml.stack import ServiceState, Stack, StackError, format_table, free_port, port_free
 
 
 def test_busy_port_is_named_with_its_setting(tmp_path: Path) -> None:
@@ -56,9 +56,8 @@ def test_stale_pid_file_is_ignored(tmp_path: Path) -> None:
 def test_second_up_leaves_running_alone_and_down_stops_only_ours(
     tmp_path: Path, stack_settings: Settings
 ) -> None:
-    from tests.conftest import _free_ports
 
-    settings = Settings(run_dir=tmp_path, kafka_port=_free_ports(1)[0])
+    settings = Settings(run_dir=tmp_path, kafka_port=free_port())
     stack = Stack(settings)
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:

@@ -352,19 +352,6 @@ def test_ready_lists_served_models(synced, client: TestClient):
     assert {"abp_nvsmi_xgb", "dfp", "echo"} <= set(body["models"])
 
 
-def _free_port() -> int:
-    """A port nothing listens on, outside the ephemeral range (outgoing connections of a busy
-    machine take those: a server restarted on the same port could find it gone)."""
-    import random
-
-    from secml.stack.processes import port_free
-
-    while True:
-        port = random.randint(30000, 31999)
-        if port_free("127.0.0.1", port):
-            return port
-
-
 @pytest.mark.integration
 def test_gateway_recovers_by_itself_when_triton_returns(
     synced, client: TestClient, nvsmi, tmp_path
@@ -373,17 +360,18 @@ def test_gateway_recovers_by_itself_when_triton_returns(
     import shutil
 
     from secml.settings import Settings
-    from secml.stack import Stack
+    from secml.stack import Stack, free_ports
 
+    http_port, grpc_port, metrics_port = free_ports(3, 30000, 31999)
     repo = tmp_path / "repo"
     for model in ("echo", "abp_nvsmi_xgb"):
         shutil.copytree(synced.triton_model_repository / model, repo / model)
     s = Settings(
         run_dir=tmp_path / "run",
         triton_model_repository=repo,
-        triton_http_port=_free_port(),
-        triton_grpc_port=_free_port(),
-        triton_metrics_port=_free_port(),
+        triton_http_port=http_port,
+        triton_grpc_port=grpc_port,
+        triton_metrics_port=metrics_port,
     )
     use_triton(TritonClient(s.triton_grpc_url or "", timeout_s=10))
     body = {"detector": "abp", "source": "nvsmi", "records": nvsmi}
