@@ -142,6 +142,13 @@ class Settings(BaseSettings):
     abp_robustness_min_recall: float = Field(
         0.5, ge=0, le=1, description="ABP robustness: minimum worst-case recall at that budget"
     )
+    abp_evasion_on_promotion: bool = Field(
+        True, description="ABP: abp-train logs the evasion report of each version it promotes"
+    )
+    abp_evasion_configs: int = Field(60, ge=1, description="ABP evasion: random settings tried")
+    abp_evasion_max_rows: int = Field(
+        4000, ge=100, description="ABP evasion: plain-miner samples attacked (whole GPUs)"
+    )
 
     # auth of the servers themselves. None: that server runs open (the tests' own stacks);
     # `make up` generates them into <run_dir>/secrets.env; production requires them.

@@ -29,6 +29,7 @@ MLflow (experiment ``abp-evasion``); ``robustness_gate`` is the opt-in promotion
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -46,6 +47,8 @@ from secml.abp.features import FEATURES
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "abp-evasion"
+TAG = "evasion_run_id"  # model-version tag: the run holding the version's evasion report
+REPORT_ARTIFACT = "evasion.json"
 BUDGETS = (0.1, 0.25, 0.5, 0.75, 0.9)
 PERIOD = 10  # samples per duty-cycle period
 MIN_POWER_SHARE = 0.35  # minimum power limit as a share of the maximum (typical boards: 0.3-0.4)
@@ -200,6 +203,22 @@ def apply(ds: m.Dataset, boards: Boards, c: Controls) -> tuple[np.ndarray, np.nd
     return X.astype(np.float32), kept
 
 
+def worst_recall(
+    configs: list[dict[str, float]], budget: float
+) -> tuple[float, dict[str, float] | None]:
+    """Lowest recall among ``configs`` keeping at least ``budget`` of the hash rate (NaN: none)."""
+    ok = [c for c in configs if c["hashrate_kept"] >= budget - 1e-9]
+    if not ok:
+        return math.nan, None
+    best = min(ok, key=lambda c: c["recall"])
+    return best["recall"], best
+
+
+def frontier_curve(configs: list[dict[str, float]], budgets: Any) -> list[float]:
+    """The attacker's frontier: :func:`worst_recall` at each of ``budgets`` (shares of 1)."""
+    return [worst_recall(configs, float(b))[0] for b in budgets]
+
+
 @dataclass
 class EvasionReport:
     """Every setting tried, the recall-vs-hash-rate frontier and the baseline."""
@@ -214,11 +233,7 @@ class EvasionReport:
 
     def worst_recall(self, budget: float) -> tuple[float, dict[str, float] | None]:
         """Lowest recall of any setting that keeps at least ``budget`` of the hash rate."""
-        ok = [c for c in self.configs if c["hashrate_kept"] >= budget - 1e-9]
-        if not ok:
-            return math.nan, None
-        best = min(ok, key=lambda c: c["recall"])
-        return best["recall"], best
+        return worst_recall(self.configs, budget)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``evasion.json`` artifact)."""
@@ -301,7 +316,7 @@ def frontier_figure(report: EvasionReport) -> Any:
     rec = [c["recall"] for c in report.configs]
     ax.scatter(kept, rec, s=10, alpha=0.5, label="settings tried")
     grid = np.linspace(0.05, 1.0, 40)
-    front = [report.worst_recall(b)[0] for b in grid]
+    front = frontier_curve(report.configs, grid)
     ax.step(grid, front, where="post", color="C3", label="lowest recall at >= hash rate")
     ax.axhline(report.baseline_recall, color="grey", ls="--", label="no attack")
     ax.set(xlabel="hash rate kept by the miner", ylabel="recall (samples flagged)",
@@ -317,9 +332,11 @@ def log_report(report: EvasionReport, model_uri: str, tags: dict[str, str] | Non
     import mlflow
     import pandas as pd
 
-    mlflow.set_experiment(EXPERIMENT)
-    with mlflow.start_run(run_name=f"evasion {model_uri}", tags={"model_uri": model_uri}
-                          | (tags or {})) as run:  # fmt: skip
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"evasion {model_uri}",
+                          tags={"model_uri": model_uri} | (tags or {})) as run:  # fmt: skip
         mlflow.log_params({"model_uri": model_uri, "configs": len(report.configs),
                            "rows": report.rows, "gpus": report.gpus,
                            "threshold": report.threshold} | report.meta)  # fmt: skip
@@ -328,7 +345,7 @@ def log_report(report: EvasionReport, model_uri: str, tags: dict[str, str] | Non
             if np.isfinite(f["worst_recall"]):
                 metrics[f"worst_recall_hashrate_ge_{b}"] = f["worst_recall"]
         mlflow.log_metrics(metrics)
-        mlflow.log_dict(report.as_dict(), "evasion.json")
+        mlflow.log_dict(report.as_dict(), REPORT_ARTIFACT)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "evasion_configs.csv"
             pd.DataFrame(report.configs).to_csv(path, index=False)
@@ -356,11 +373,48 @@ def _tag_version(model_uri: str, report: EvasionReport, run_id: str) -> None:
         version = client.get_model_version_by_alias(name, alias).version
     else:
         name, version = ref.rsplit("/", 1)
-    client.set_model_version_tag(name, version, "evasion_run_id", run_id)
+    client.set_model_version_tag(name, version, TAG, run_id)
     for b, f in report.frontier.items():
         client.set_model_version_tag(
             name, version, f"evasion_worst_recall_hashrate_ge_{b}", f"{f['worst_recall']:.4f}"
         )
+
+
+def report_version(
+    model_name: str,
+    version: str,
+    data: m.Dataset,
+    n_configs: int,
+    max_rows: int,
+    seed: int = 0,
+    tags: dict[str, str] | None = None,
+) -> tuple[str, EvasionReport]:
+    """Search ``model_name`` version ``version`` on ``data``'s miners; log and tag it.
+
+    Returns the MLflow run id (also the version's ``evasion_run_id`` tag) and the report.
+    """
+    import mlflow
+
+    uri = f"models:/{model_name}/{version}"
+    booster = mlflow.xgboost.load_model(uri)
+    report = search(booster, data, n_configs=n_configs, seed=seed, max_rows=max_rows)
+    return log_report(report, uri, tags), report
+
+
+def report_run_id(client: Any, model_name: str, version: str | int) -> str | None:
+    """The run of the version's evasion report (its ``evasion_run_id`` tag), or None."""
+    tags = client.get_model_version(model_name, str(version)).tags or {}
+    return tags.get(TAG) or None
+
+
+def load_report(client: Any, run_id: str) -> dict[str, Any]:
+    """The ``evasion.json`` of evasion run ``run_id`` (as :meth:`EvasionReport.as_dict`)."""
+    with tempfile.TemporaryDirectory(prefix="abp-evasion-") as tmp:
+        path = client.download_artifacts(run_id, REPORT_ARTIFACT, tmp)
+        report = json.loads(Path(path).read_text())
+    if not isinstance(report, dict) or not isinstance(report.get("configs"), list):
+        raise ValueError(f"run {run_id}'s {REPORT_ARTIFACT} is not an evasion report")
+    return report
 
 
 def robustness_gate(
@@ -378,15 +432,11 @@ def robustness_gate(
     s = settings or get_settings()
     if not s.abp_robustness_gate:
         return True, "robustness gate off (SECML_ABP_ROBUSTNESS_GATE)"
-    import mlflow
-
-    uri = f"models:/{model_name}/{version}"
-    booster = mlflow.xgboost.load_model(uri)
     try:
-        report = search(booster, test, n_configs=60)
+        _, report = report_version(model_name, version, test, s.abp_evasion_configs,
+                                   s.abp_evasion_max_rows, tags={"gate": "robustness"})  # fmt: skip
     except ValueError as exc:
         return False, f"robustness gate: {exc}"
-    log_report(report, uri, {"gate": "robustness"})
     worst, cfg = report.worst_recall(s.abp_robustness_budget)
     ok = bool(worst >= s.abp_robustness_min_recall)
     knobs = {k: round(v, 2) for k, v in (cfg or {}).items() if k in asdict(Controls())}

@@ -3,7 +3,9 @@
 Metrics are grouped by name (per mining profile / attack type, per GPU model, FPR per benign
 kind, overall) as the training and evaluation runs log them; the versions' plots (ROC curve,
 per-profile rates, score distributions where logged) sit next to each other; MLflow's own
-compare view is one click away. ``?model=<name>&versions=3,5`` opens a comparison directly.
+compare view is one click away; for ABP models, the versions' evasion reports (recall against
+the hash rate a miner keeps) on one chart. ``?model=<name>&versions=3,5`` opens a comparison
+directly.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import altair as alt
 import streamlit as st
 
 from ui import backend, clients, urlstate
+from ui.views import evasion
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,36 @@ def _plots(client: Any, runs: dict[int, tuple[str, str]]) -> None:
                     col.caption(f"v{v}: {exc}")
             else:
                 col.caption(f"v{v}: not logged")
+
+
+def _metric_tables(table: Any, chosen: list[int]) -> None:
+    """The versions' metrics side by side per group, with a bar chart of the rates."""
+    vcols = [f"v{v}" for v in chosen]
+    for group in ["overall", *(g for g, _ in backend.METRIC_GROUPS)]:
+        part = table[table["group"] == group]
+        if part.empty:
+            continue
+        st.subheader(group.capitalize() if group == "overall" else group)
+        st.dataframe(
+            part[["metric", *vcols]], hide_index=True, key=f"cmp_{group}",
+            column_config={c: st.column_config.NumberColumn(c, format="%.4f") for c in vcols},
+        )  # fmt: skip
+        rates = part[part["metric"].str.match(r"^(recall|specificity|fpr|precision)")]
+        if group != "overall" and not rates.empty:
+            long = rates.melt("metric", vcols, var_name="version", value_name="value")
+            chart = (
+                alt.Chart(long)
+                .mark_bar()
+                .encode(
+                    x=alt.X("value:Q", title="rate (0–1)", scale=alt.Scale(domain=[0, 1])),
+                    y=alt.Y("metric:N", title=None),
+                    yOffset="version:N",
+                    color=alt.Color("version:N", title="version"),
+                    tooltip=["metric", "version", alt.Tooltip("value", format=".4f")],
+                )
+                .properties(height=max(120, 18 * len(long)))
+            )
+            st.altair_chart(chart, width="stretch")
 
 
 def render() -> None:
@@ -88,32 +121,11 @@ def render() -> None:
         )
     if table.empty:
         st.caption("These versions' runs logged no metrics.")
-        return
-    vcols = [f"v{v}" for v in chosen]
-    for group in ["overall", *(g for g, _ in backend.METRIC_GROUPS)]:
-        part = table[table["group"] == group]
-        if part.empty:
-            continue
-        st.subheader(group.capitalize() if group == "overall" else group)
-        st.dataframe(
-            part[["metric", *vcols]], hide_index=True, key=f"cmp_{group}",
-            column_config={c: st.column_config.NumberColumn(c, format="%.4f") for c in vcols},
-        )  # fmt: skip
-        rates = part[part["metric"].str.match(r"^(recall|specificity|fpr|precision)")]
-        if group != "overall" and not rates.empty:
-            long = rates.melt("metric", vcols, var_name="version", value_name="value")
-            chart = (
-                alt.Chart(long)
-                .mark_bar()
-                .encode(
-                    x=alt.X("value:Q", title="rate (0–1)", scale=alt.Scale(domain=[0, 1])),
-                    y=alt.Y("metric:N", title=None),
-                    yOffset="version:N",
-                    color=alt.Color("version:N", title="version"),
-                    tooltip=["metric", "version", alt.Tooltip("value", format=".4f")],
-                )
-                .properties(height=max(120, 18 * len(long)))
-            )
-            st.altair_chart(chart, width="stretch")
-    st.subheader("Plots")
-    _plots(client, runs)
+    else:
+        _metric_tables(table, chosen)
+    if evasion.is_abp(name, versions):
+        st.subheader("Robustness: recall against the attacker's budget")
+        evasion.render(client, settings, name, chosen, key="cmp_evasion")
+    if not table.empty:
+        st.subheader("Plots")
+        _plots(client, runs)

@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from ui import backend, clients, urlstate
+from ui.views import evasion
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,17 @@ def _promote_form(client: Any, settings: Any, name: str, versions: list[int], us
         return
     st.session_state["last_promotion"] = event
     st.rerun()
+
+
+def _robustness(client: Any, settings: Any, name: str, versions: list[int]) -> None:
+    """One version's evasion report (default: production): recall against hash rate kept."""
+    st.subheader("Robustness: recall against the attacker's budget")
+    prod = backend.production_version(client, name)
+    chosen = st.selectbox(
+        "Version", versions, index=versions.index(prod) if prod in versions else 0,
+        key=f"ev_ver_{name}", format_func=lambda v: f"v{v}" + (" (production)" * (v == prod)),
+    )  # fmt: skip
+    evasion.render(client, settings, name, [int(chosen)], key=f"ev_{name}")
 
 
 def render() -> None:
@@ -79,6 +91,8 @@ def render() -> None:
     versions = backend.model_versions(client, name)
     st.subheader("Versions")
     st.dataframe(versions, hide_index=True, key="versions")
+    if evasion.is_abp(name, versions) and not versions.empty:
+        _robustness(client, settings, name, [int(v) for v in versions["version"]])
     st.subheader("Promote or roll back production")
     _promote_form(
         client, settings, name, [int(v) for v in versions["version"]], clients.current_user()
