@@ -3,10 +3,13 @@
 Starts every service through :class:`secml.stack.Stack` with generated secrets (as ``make up``
 does) in a temporary run directory on free ports, waits ``--settle`` seconds, then reads each
 service's process-group CPU time from ``/proc`` over ``--seconds`` of idleness and its RSS at the
-start and the end of the window. Prints a table (CPU as % of one core, RSS in MiB), the total RSS
-against the 1.5 GiB budget, the highest idle CPU against the 2% budget, and RSS growth over the
-window (the baseline is the same stack's RSS at the window's start). RSS sums every process of a
-group, so pages shared between processes count more than once (an upper bound).
+start and the end of the window. Prints a table (CPU as % of one core, RSS and PSS in MiB), the
+total RSS against the 1.5 GiB budget, the highest idle CPU against the 2% budget, and RSS growth
+over the window (the baseline is the same stack's RSS at the window's start). Each service counts
+its process group and every descendant (Triton's python-backend stubs, server workers), see
+:func:`secml.stack.tree_pids`. RSS counts pages shared between processes once per process (an
+upper bound; the budget is checked on it); PSS splits them (what the stack really holds).
+``--processes`` also lists every process with its RSS.
 
 Usage: ``python -m bench.bench_stack --seconds 60``.
 """
@@ -26,8 +29,9 @@ from secml.stack import (
     Stack,
     StackError,
     free_ports,
+    group_pss_mb,
     group_rss_mb,
-    group_stats,
+    tree_pids,
 )
 from secml.stack import secrets as local_secrets
 
@@ -37,15 +41,36 @@ CPU_BUDGET_PCT = 2.0
 PORTS = sorted({p for svc in SERVICES for p in svc.ports})
 
 
+def _stat(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
 def group_cpu_s(pgid: int) -> float:
-    """CPU seconds used so far by every live process of group ``pgid``."""
-    return sum(int(f[11]) + int(f[12]) for f in group_stats(pgid)) / TICKS
+    """CPU seconds used so far by group ``pgid`` and its descendants (live ones)."""
+    stats = [_stat(pid) for pid in tree_pids(pgid)]
+    return sum(int(f[11]) + int(f[12]) for f in stats if f) / TICKS
+
+
+def print_processes(name: str, pgid: int) -> None:
+    """Every process of one service: pid, RSS, command line (shortened)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    for pid in tree_pids(pgid):
+        try:
+            rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page / 2**20
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        print(f"  {name:<16}{pid:>8}{rss:>8.0f} M  {cmd[:90]}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="idle window to measure")
     parser.add_argument("--settle", type=float, default=20.0, help="wait after every service is up")
+    parser.add_argument("--processes", action="store_true", help="list every process's RSS")
     args = parser.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="secml-bench-stack-"))
@@ -76,17 +101,30 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.monotonic() - w0
         cpu1 = {n: group_cpu_s(p) for n, p in pids.items()}
         rss1 = {n: group_rss_mb(p) for n, p in pids.items()}
+        pss1 = {n: group_pss_mb(p) for n, p in pids.items()}
+        nproc = {n: len(tree_pids(p)) for n, p in pids.items()}
         print(f"\nidle window {wall:.0f} s, {len(pids)} services")
-        print(f"{'service':<18}{'idle CPU %':>11}{'RSS start':>11}{'RSS end':>10}")
+        print(
+            f"{'service':<18}{'procs':>6}{'idle CPU %':>11}{'RSS start':>11}{'RSS end':>10}"
+            f"{'PSS end':>10}"
+        )
         for n in pids:
             pct = 100 * (cpu1[n] - cpu0[n]) / wall
-            print(f"{n:<18}{pct:>10.2f}%{rss0[n]:>9.0f} M{rss1[n]:>8.0f} M")
+            print(
+                f"{n:<18}{nproc[n]:>6}{pct:>10.2f}%{rss0[n]:>9.0f} M{rss1[n]:>8.0f} M"
+                f"{pss1[n]:>8.0f} M"
+            )
+        if args.processes:
+            print("\nprocesses (pid, RSS, command)")
+            for n, p in pids.items():
+                print_processes(n, p)
         worst = max(pids, key=lambda n: cpu1[n] - cpu0[n])
         worst_pct = 100 * (cpu1[worst] - cpu0[worst]) / wall
         total0, total1 = sum(rss0.values()), sum(rss1.values())
         print(
             f"\ntotal RSS {total1:.0f} MiB = {total1 / RSS_BUDGET_MIB:.2f}x the "
-            f"{RSS_BUDGET_MIB:.0f} MiB budget; growth over the window {total1 / total0:.3f}x"
+            f"{RSS_BUDGET_MIB:.0f} MiB budget; growth over the window {total1 / total0:.3f}x; "
+            f"total PSS {sum(pss1.values()):.0f} MiB"
         )
         print(
             f"highest idle CPU: {worst} {worst_pct:.2f}% = {worst_pct / CPU_BUDGET_PCT:.2f}x "

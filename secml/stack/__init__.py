@@ -21,9 +21,11 @@ from secml.stack.processes import (
     free_port,
     free_ports,
     group_alive,
+    group_pss_mb,
     group_rss_mb,
     group_stats,
     port_free,
+    tree_pids,
 )
 from secml.stack.readiness import mlflow_ready
 from secml.stack.services import BY_NAME, SERVICES, Service
@@ -39,6 +41,7 @@ __all__ = [
     "child_env",
     "format_table",
     "group_alive",
+    "group_pss_mb",
     "group_rss_mb",
     "group_stats",
     "main",
@@ -47,4 +50,5 @@ __all__ = [
     "free_ports",
     "port_free",
     "service_states",
+    "tree_pids",
 ]

@@ -96,12 +96,63 @@ def group_stats(pgid: int) -> Iterator[list[str]]:
             yield fields
 
 
+def _all_stats() -> dict[int, list[str]]:
+    """pid -> ``/proc/<pid>/stat`` fields after the command name, for every live process."""
+    out: dict[int, list[str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            out[int(stat.parent.name)] = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def tree_pids(pgid: int) -> list[int]:
+    """Every live process of group ``pgid`` and every descendant of those, even one that left
+    the group (a server's workers or stubs that start sessions of their own)."""
+    stats = _all_stats()
+    found = {pid for pid, f in stats.items() if int(f[2]) == pgid and f[0] != "Z"}
+    children: dict[int, list[int]] = {}
+    for pid, f in stats.items():
+        children.setdefault(int(f[1]), []).append(pid)
+    todo = list(found)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found and stats[child][0] != "Z":
+                found.add(child)
+                todo.append(child)
+    return sorted(found)
+
+
 def group_rss_mb(pgid: int | None) -> float:
-    """Resident memory (MiB) of every process in the process group ``pgid``."""
+    """Resident memory (MiB) of the process group ``pgid`` and its descendants (:func:`tree_pids`);
+    pages shared between them count once per process (an upper bound)."""
     if pgid is None:
         return 0.0
     page = os.sysconf("SC_PAGE_SIZE")
-    return sum(int(f[21]) * page for f in group_stats(pgid)) / 2**20
+    total = 0
+    for pid in tree_pids(pgid):
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 2**20
+
+
+def group_pss_mb(pgid: int | None) -> float:
+    """Proportional set size (MiB) of the same processes: a shared page counts as its share."""
+    if pgid is None:
+        return 0.0
+    total_kib = 0
+    for pid in tree_pids(pgid):
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kib += int(line.split()[1])
+                    break
+        except (OSError, IndexError, ValueError):
+            continue
+    return total_kib / 1024
 
 
 def group_alive(pgid: int) -> bool:
