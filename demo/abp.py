@@ -1,5 +1,8 @@
 """ABP part of the demo: generate nvidia-smi data for a fleet, train, register, promote a model.
 
+It ends with the production version's evasion report in MLflow (the ``abp-evasion`` flow; the
+training flow already made it when its gate promoted the new version).
+
 ``make demo`` calls :func:`demo` with the running stack's settings (MLflow and Prefect up).
 """
 
@@ -41,6 +44,7 @@ def demo(
         min_recall=settings.abp_min_recall,
         target_fpr=settings.abp_target_fpr,
     )
+    result["evasion"] = production_report(model_name, out / DATA_FILE, seed)
     gate = result["gate"]
     log.info(
         "ABP demo: %s v%s, F1 %.4f, %s",
@@ -50,3 +54,14 @@ def demo(
         "promoted to production" if gate["promoted"] else f"not promoted: {gate['reason']}",
     )
     return result
+
+
+def production_report(model_name: str, data: Path, seed: int) -> dict[str, Any] | None:
+    """The ``abp-evasion`` flow for the production version (reused if it has one); None if none."""
+    from training.abp_evasion import abp_evasion
+
+    try:
+        return abp_evasion(model_name=model_name, data=[str(data)], seed=seed)
+    except ValueError as exc:  # no production version: nothing to report on
+        log.warning("ABP demo: no evasion report: %s", exc)
+        return None

@@ -44,6 +44,7 @@ def run(settings: Settings | None = None, seed: int = 0) -> dict[str, Any]:
         "version": abp["version"],
         "f1": abp["metrics"]["f1"],
         "promoted": abp["gate"]["promoted"],
+        "evasion_run_id": (abp.get("evasion") or {}).get("run_id"),
     }
     summary["dfp"] = dfp_demo(s, sources=("duo",), seed=42 + seed)
 

@@ -35,6 +35,7 @@ from secml.abp import gate as gate_mod
 from secml.abp import model as m
 from secml.abp.generator import LABELS_FILE
 from secml.settings import get_settings
+from training.abp_evasion import after_promotion
 from training.mlflow_retry import with_mlflow
 
 log = logging.getLogger(__name__)
@@ -338,6 +339,8 @@ def abp_train(
                     model_name, reg.version)  # fmt: skip
         reg = _run(hits, "register", register.with_options(refresh_cache=True), *reg_args)
     decision = promote(reg.version, metrics, quote(test), floor, model_name, min_rec, fpr)
+    # a promoted version gets its evasion report (training/abp_evasion.py)
+    evasion = after_promotion(model_name, reg.version, test, seed) if decision["promoted"] else None
     log.info(
         "abp-train: %s v%s f1=%.4f promoted=%s cached=%s",
         model_name,
@@ -356,6 +359,7 @@ def abp_train(
         "params": params.as_dict(),
         "tuned_from_run": tuned_run,
         "cache": {k: "hit" if v else "miss" for k, v in hits.items()},
+        "evasion": evasion,
         "seconds": round(time.monotonic() - started, 3),
     }
 

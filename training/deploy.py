@@ -19,6 +19,7 @@ DEPLOYMENT_NAME = "default"
 # (file relative to the repository root, flow function). Add a line per deployed flow.
 FLOWS: list[tuple[str, str]] = [
     ("training/abp_flow.py", "abp_train"),
+    ("training/abp_evasion.py", "abp_evasion"),
     ("training/dfp_flows.py", "dfp_train"),
     ("training/dfp_flows.py", "dfp_infer"),
     ("serving/sync.py", "serving_sync"),
