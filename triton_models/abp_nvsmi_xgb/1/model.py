@@ -13,6 +13,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from secml.abp.serve import INPUT, INPUT_GPU, AbpScorer
+from secml.repository import ABP_REGISTERED, NotSyncedError, read_meta
 from secml.settings import get_settings
 
 
@@ -32,10 +33,17 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         """Load the version directory's booster (if any) with the configured thread count."""
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.scorer = AbpScorer(version_dir, threads=get_settings().serving_xgb_threads)
+        # nothing synced (version 1): answer NOT_SYNCED without the scorer, whose imports
+        # (xgboost, scipy) would hold ~75 MiB in an idle stub
+        self.scorer = None
+        if read_meta(version_dir) is not None:
+            self.scorer = AbpScorer(version_dir, threads=get_settings().serving_xgb_threads)
 
     def execute(self, requests: list) -> list:
         """Concatenate every request's rows, score them once, split the answers back."""
+        if self.scorer is None:
+            error = pb_utils.TritonError(str(NotSyncedError(ABP_REGISTERED)))
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
         mats = [pb_utils.get_input_tensor_by_name(r, INPUT).as_numpy() for r in requests]
         sizes = [len(m) for m in mats]
         uuids: list[str | None] | None = None
