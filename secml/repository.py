@@ -39,6 +39,9 @@ USERS_DIR = "users"
 INDEX_FILE = "index.json"
 PLACEHOLDER_VERSION = 1
 NOT_SYNCED = "NOT_SYNCED"
+# A synced DFP model's files: secml.dfp.model's CONFIG_FILE and WEIGHTS_FILE, and the generic
+# model's secml.dfp.scoring.RISK_FILE (named here so sync needs no torch to copy them).
+DFP_MODEL_FILES = ("model.json", "state_dict.pt", "risk.json")
 
 
 class NotSyncedError(RuntimeError):
@@ -89,3 +92,13 @@ def read_index(dfp_dir: Path) -> dict[str, str]:
 def user_model_dir(dfp_dir: Path, name: str, version: str) -> Path:
     """Directory of one synced DFP model version."""
     return dfp_dir / USERS_DIR / name / str(version)
+
+
+def find_autoencoder_dir(root: Path) -> Path:
+    """The directory under ``root`` (inclusive) holding a saved autoencoder (``model.json`` and
+    ``state_dict.pt``): what ``secml.dfp.model.find_model_dir`` finds, without importing torch."""
+    config, weights = DFP_MODEL_FILES[:2]
+    for d in (root, *sorted(p.parent for p in Path(root).rglob(config))):
+        if (d / config).is_file() and (d / weights).is_file():
+            return d
+    raise FileNotFoundError(f"no saved autoencoder ({config} + {weights}) under {root}")

@@ -14,7 +14,9 @@ model re-reads the index within seconds. The previous version's files stay on di
 next sync so requests that already resolved it finish.
 
 Run once after a training flow (``sync_all()``), on a schedule (``python -m serving.sync
---poll 30``) or as the Prefect flow ``serving-sync``.
+--poll 30``) or as the Prefect flow ``serving-sync`` (``serving.sync_flow``). The poll loop
+stays light: the registry is read over MLflow's REST API (``serving.registry_rest``), and
+neither Prefect, the mlflow client nor torch is imported by it.
 """
 
 from __future__ import annotations
@@ -33,17 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prefect import flow
 
 from secml.repository import (
     ABP_MODEL,
     ABP_REGISTERED,
     DFP_MODEL,
+    DFP_MODEL_FILES,
     INDEX_FILE,
     META_FILE,
     MODEL_SUBDIR,
     PLACEHOLDER_VERSION,
     USERS_DIR,
+    find_autoencoder_dir,
     read_index,
     read_meta,
     user_model_dir,
@@ -51,6 +54,7 @@ from secml.repository import (
     write_json_atomic,
 )
 from secml.settings import Settings, get_settings
+from serving.registry_rest import RegistryRest
 
 log = logging.getLogger(__name__)
 
@@ -79,26 +83,17 @@ class SyncResult:
         return asdict(self)
 
 
-def _client(settings: Settings) -> Any:
-    """An MlflowClient for the settings' tracking server."""
-    from mlflow import MlflowClient
-
-    return MlflowClient(settings.mlflow_tracking_uri)
+def _client(settings: Settings) -> RegistryRest:
+    """The registry of the settings' tracking server, over REST."""
+    return RegistryRest(settings)
 
 
-def _download(name: str, version: str, dst: Path, settings: Settings) -> Path:
+def _download(client: RegistryRest, name: str, version: str, dst: Path) -> Path:
     """Download registered model ``name``/``version``'s files into ``dst``."""
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    dst.mkdir(parents=True, exist_ok=True)
     try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=str(dst)
-        )
+        return client.download(name, version, dst)
     except Exception as exc:  # noqa: BLE001 - name the model and version in the error
         raise SyncError(f"downloading {name} version {version} from MLflow failed: {exc}") from exc
-    return Path(local)
 
 
 class TritonRepo:
@@ -245,15 +240,17 @@ def swap_in(triton: TritonRepo, model: str, model_dir: Path, new: int) -> list[i
     return removed
 
 
-def sync_abp(settings: Settings | None = None, client: Any = None) -> SyncResult:
+def sync_abp(settings: Settings | None = None, client: RegistryRest | None = None) -> SyncResult:
     """Publish ``abp-nvsmi-xgb@production`` into Triton if it is not the version served."""
     settings = settings or get_settings()
     client = client or _client(settings)
     model_dir = settings.triton_model_repository / ABP_MODEL
     try:
-        mv = client.get_model_version_by_alias(ABP_REGISTERED, PRODUCTION_ALIAS)
-    except Exception as exc:  # noqa: BLE001 - no model or no alias yet: nothing to sync
+        mv = client.version_by_alias(ABP_REGISTERED, PRODUCTION_ALIAS)
+    except Exception as exc:  # noqa: BLE001 - MLflow down: nothing to sync this round
         return SyncResult(ABP_MODEL, False, message=f"no {ABP_REGISTERED}@production: {exc}")
+    if mv is None:
+        return SyncResult(ABP_MODEL, False, message=f"no {ABP_REGISTERED}@production yet")
     version = str(mv.version)
     top, meta = served_abp(model_dir)
     key = settings.triton_admin_key.get_secret_value() if settings.triton_admin_key else None
@@ -265,7 +262,7 @@ def sync_abp(settings: Settings | None = None, client: Any = None) -> SyncResult
                 triton.wait_ready(ABP_MODEL, top)
             return SyncResult(ABP_MODEL, False, version, top, "already served")
         with tempfile.TemporaryDirectory(prefix="secml-sync-") as tmp:
-            files = _download(ABP_REGISTERED, version, Path(tmp), settings)
+            files = _download(client, ABP_REGISTERED, version, Path(tmp))
             new = write_abp_version(model_dir, ABP_REGISTERED, version, files, mv.run_id)
         if not triton.reachable():
             msg = f"wrote version {new}; Triton not reachable, it loads it at start"
@@ -279,27 +276,24 @@ def sync_abp(settings: Settings | None = None, client: Any = None) -> SyncResult
 
 
 # ---------------------------------------------------------------------------------- DFP
-def production_dfp(client: Any, sources: tuple[str, ...] = ("duo", "azure")) -> dict[str, str]:
+def production_dfp(
+    client: RegistryRest, sources: tuple[str, ...] = ("duo", "azure")
+) -> dict[str, str]:
     """Every ``dfp-<source>-*`` registered model with a production alias -> its version."""
-    from secml.dfp.registry import production_versions
-
     out: dict[str, str] = {}
     for source in sources:
-        out |= production_versions(client, source)
+        out |= client.aliases(f"dfp-{source}-", PRODUCTION_ALIAS)
     return out
 
 
 def _copy_autoencoder(downloaded: Path, dst: Path) -> None:
     """Copy only the autoencoder's files (model.json, state_dict.pt, and the generic model's
     risk.json) of a downloaded model."""
-    from secml.dfp.model import CONFIG_FILE, WEIGHTS_FILE, find_model_dir
-    from secml.dfp.scoring import RISK_FILE
-
-    src = find_model_dir(downloaded)
+    src = find_autoencoder_dir(downloaded)
     staging = dst.parent / f".staging-{dst.name}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for f in (CONFIG_FILE, WEIGHTS_FILE, RISK_FILE):
+    for f in DFP_MODEL_FILES:
         if (src / f).is_file():
             shutil.copy2(src / f, staging / f)
     shutil.rmtree(dst, ignore_errors=True)
@@ -308,7 +302,7 @@ def _copy_autoencoder(downloaded: Path, dst: Path) -> None:
 
 def sync_dfp(
     settings: Settings | None = None,
-    client: Any = None,
+    client: RegistryRest | None = None,
     listing: dict[str, str] | None = None,
 ) -> SyncResult:
     """Copy new DFP production versions under ``dfp/users`` and swap the index atomically."""
@@ -323,7 +317,7 @@ def sync_dfp(
             dst = user_model_dir(dfp_dir, name, version)
             if current.get(name) == version and dst.is_dir():
                 continue
-            files = _download(name, version, Path(tmp) / name / version, settings)
+            files = _download(client, name, version, Path(tmp) / name / version)
             _copy_autoencoder(files, dst)
             updated.append(f"{name}:{version}")
     removed = _prune_dfp(dfp_dir, keep=[current, wanted])
@@ -362,13 +356,16 @@ def sync_all(settings: Settings | None = None) -> list[SyncResult]:
     settings = settings or get_settings()
     client = _client(settings)
     results = []
-    for fn in (sync_abp, sync_dfp):
-        try:
-            results.append(fn(settings, client))
-        except Exception as exc:  # noqa: BLE001 - report and carry on with the next detector
-            log.error("sync step %s failed: %s", fn.__name__, exc)
-            name = fn.__name__.removeprefix("sync_")
-            results.append(SyncResult(name, False, message=str(exc), failed=True))
+    try:
+        for fn in (sync_abp, sync_dfp):
+            try:
+                results.append(fn(settings, client))
+            except Exception as exc:  # noqa: BLE001 - report and carry on with the next detector
+                log.error("sync step %s failed: %s", fn.__name__, exc)
+                name = fn.__name__.removeprefix("sync_")
+                results.append(SyncResult(name, False, message=str(exc), failed=True))
+    finally:
+        client.close()
     return results
 
 
@@ -396,12 +393,6 @@ def poll(
         n += 1
         if (rounds is None or n < rounds) and stop.wait(interval_s):
             return
-
-
-@flow(name="serving-sync", log_prints=False)
-def serving_sync() -> list[dict[str, Any]]:
-    """Prefect flow: publish every production model into the Triton repository."""
-    return [r.to_dict() for r in sync_all()]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ FLOWS: list[tuple[str, str]] = [
     ("training/abp_evasion.py", "abp_evasion"),
     ("training/dfp_flows.py", "dfp_train"),
     ("training/dfp_flows.py", "dfp_infer"),
-    ("serving/sync.py", "serving_sync"),
+    ("serving/sync_flow.py", "serving_sync"),
     ("training/tune.py", "abp_tune"),
     ("training/tune.py", "dfp_tune"),
     ("training/experiment.py", "experiment"),

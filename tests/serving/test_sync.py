@@ -177,10 +177,37 @@ def test_dfp_alias_move_is_picked_up(synced: Settings, gateway_server: Settings,
 
 @pytest.mark.integration
 def test_production_listing_matches_registry(synced: Settings, dfp_production):
+    """The REST listing sync reads is the mlflow client's (secml.dfp.registry)."""
     from mlflow import MlflowClient
 
-    listing = production_dfp(MlflowClient(synced.mlflow_tracking_uri))
+    from secml.dfp.registry import production_versions
+    from serving.registry_rest import RegistryRest
+
+    rest = RegistryRest(synced)
+    try:
+        listing = production_dfp(rest)
+        assert rest.version_by_alias("dfp-duo-no-such-user", "production") is None
+    finally:
+        rest.close()
     assert listing[dfp_production["generic"].model_name] == dfp_production["generic"].version
+    client = MlflowClient(synced.mlflow_tracking_uri)
+    assert listing == production_versions(client, "duo") | production_versions(client, "azure")
+
+
+def test_sync_loop_imports_neither_prefect_nor_mlflow_nor_torch():
+    """The poll loop's process stays light: the heavy clients load only where used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, serving.sync as s; s.poll; "
+        "print(sorted(m for m in ('prefect', 'mlflow', 'torch', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    from serving.sync_flow import serving_sync  # the deployment's entry point
+
+    assert serving_sync.name == "serving-sync"
 
 
 def test_write_version_and_prune_on_files(tmp_repo, tmp_path):
