@@ -33,7 +33,7 @@ ones count as recent activity only, so an attacker's failed attempts do not beco
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -204,6 +204,9 @@ def featurize_event(state: UserState, event: Mapping[str, Any], source: str) -> 
     return feats
 
 
+FEATURE_COLUMNS = ("logcount", "locincrement", "appincrement", *HISTORY_FEATURES)
+
+
 def featurize(
     df: pd.DataFrame, source: str, states: MutableMapping[str, UserState] | None = None
 ) -> pd.DataFrame:
@@ -213,29 +216,51 @@ def featurize(
     device, browser, OS and app columns, ``failed``, ``location``). ``states`` maps user to
     state and is updated in place; a user not in it starts empty.
     """
-    states = {} if states is None else states
-    cols = ["logcount", "locincrement", "appincrement", *HISTORY_FEATURES]
+    cols = list(FEATURE_COLUMNS)
     if df.empty:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols}, index=df.index)
     ts = pd.to_datetime(df["timestamp"], utc=True)
-    t = ((ts - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64)
-    days = ts.dt.strftime("%Y-%m-%d").to_numpy()
+    ns = ts.dt.as_unit("ns").astype("int64").to_numpy()
     b, o = BROWSER_OS[source]
     need = ["username", "country", DEVICE[source], b, o, APP[source], "failed", "location"]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise KeyError(f"history features need column(s) {missing}")
-    records = df[need].to_dict("records")
-    out = np.zeros((len(df), len(cols)), dtype=np.float64)
-    for i, rec in enumerate(records):
+    out = featurize_columns(ns, {c: df[c].tolist() for c in need}, source, states, ts.dt.unit)
+    return pd.DataFrame(out, columns=cols, index=df.index)
+
+
+def featurize_columns(
+    ns: np.ndarray,
+    columns: Mapping[str, Sequence[Any]],
+    source: str,
+    states: MutableMapping[str, UserState] | None = None,
+    unit: str = "ns",
+) -> np.ndarray:
+    """History features (``FEATURE_COLUMNS``, float64, one row per event) of events in the
+    order given (sort by time first): ``ns`` their times (epoch ns), ``columns`` the
+    ``schema.extract`` columns the state reads, ``unit`` the unit the times are held in
+    (``schema.Events.unit``). The one featurizer behind ``featurize`` (training, batch) and
+    the gateway."""
+    states = {} if states is None else states
+    # seconds as (timestamp - epoch) / 1 s computes them on a column held in ``unit``
+    per_s = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
+    t = (ns // (1_000_000_000 // per_s)).astype(np.float64) / float(per_s)
+    days = (ns // 86_400_000_000_000).astype("datetime64[D]").astype(str)
+    b, o = BROWSER_OS[source]
+    need = ["username", "country", DEVICE[source], b, o, APP[source], "failed", "location"]
+    out = np.zeros((len(ns), len(FEATURE_COLUMNS)), dtype=np.float64)
+    values = [columns[c] for c in need]
+    for i, row in enumerate(zip(*values, strict=True)):
+        rec = dict(zip(need, row, strict=True))
         rec["t"], rec["day"] = t[i], days[i]
         user = str(rec["username"])
         state = states.get(user)
         if state is None:
             state = states[user] = UserState()
         f = featurize_event(state, rec, source)
-        out[i] = [f[c] for c in cols]
-    return pd.DataFrame(out, columns=cols, index=df.index)
+        out[i] = [f[c] for c in FEATURE_COLUMNS]
+    return out
 
 
 def load_states(store: Any, source: str, users: Iterable[str]) -> dict[str, UserState]:

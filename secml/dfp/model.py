@@ -17,7 +17,7 @@ import copy
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,18 @@ class _Net(nn.Module):
 
 
 @dataclass
+class Scores:
+    """What scoring encoded rows gives: per-feature losses and absolute z-scores (rows x
+    features), reconstructions per feature, and the rows' max/mean absolute z."""
+
+    losses: np.ndarray
+    z: np.ndarray
+    preds: dict[str, np.ndarray]
+    max_abs_z: np.ndarray
+    mean_abs_z: np.ndarray
+
+
+@dataclass
 class _Tensors:
     """Encoded feature matrices of one frame."""
 
@@ -176,6 +188,7 @@ class AutoEncoder:
         # the generic model carries the risk model (``secml.dfp.scoring.RiskModel``)
         self.risk: Any = None
         self.net: _Net | None = None
+        self._code_maps: dict[str, dict[str, int]] | None = None
 
     # ------------------------------------------------------------------ encoding
     @property
@@ -192,6 +205,7 @@ class AutoEncoder:
 
     def _fit_encoders(self, df: pd.DataFrame) -> None:
         """Learn category vocabularies and numeric scalers from training rows."""
+        self._code_maps = None
         for col in self.config.categorical:
             counts = _as_tokens(df[col]).value_counts()
             kept = counts[counts >= self.config.min_cats].index
@@ -206,21 +220,54 @@ class AutoEncoder:
     def _encode(self, df: pd.DataFrame) -> _Tensors:
         """Turn a frame into numeric, binary and category-code tensors."""
         self._check_columns(df)
-        n = len(df)
         c = self.config
-        num = np.zeros((n, len(c.numeric)), dtype=np.float32)
+        num = np.zeros((len(df), len(c.numeric)), dtype=np.float64)
         for j, col in enumerate(c.numeric):
-            v = _as_float(df[col], col)
-            v = np.where(np.isfinite(v), v, self.num_mean[col])
-            num[:, j] = (v - self.num_mean[col]) / self.num_std[col]
-        binary = np.zeros((n, len(c.binary)), dtype=np.float32)
+            num[:, j] = _as_float(df[col], col)
+        binary = np.zeros((len(df), len(c.binary)), dtype=np.float32)
         for j, col in enumerate(c.binary):
             binary[:, j] = _as_binary(df[col], col)
+        tokens = [_as_tokens(df[col]).to_numpy(dtype=object) for col in c.categorical]
+        return self.encode_arrays(num, binary, tokens)
+
+    def encode_arrays(
+        self, num: np.ndarray, binary: np.ndarray, tokens: Sequence[Sequence[str]]
+    ) -> _Tensors:
+        """Tensors from arrays: ``num`` raw numeric values (float64, rows x numeric), ``binary``
+        0/1 (rows x binary), ``tokens`` one sequence of category strings per categorical
+        feature. ``_encode`` (frames) and serving (columns) both end here."""
+        c = self.config
+        n = len(num)
+        x = np.where(np.isfinite(num), num, self._num_mean)
+        scaled = ((x - self._num_mean) / self._num_std).astype(np.float32)
         cat = np.zeros((n, len(c.categorical)), dtype=np.int64)
+        codes = self._codes()
         for j, col in enumerate(c.categorical):
-            codes = pd.Categorical(_as_tokens(df[col]), categories=self.categories[col][1:]).codes
-            cat[:, j] = np.asarray(codes, dtype=np.int64) + 1  # unknown (-1) -> 0 = _other
-        return _Tensors(torch.from_numpy(num), torch.from_numpy(binary), torch.from_numpy(cat))
+            get = codes[col].get
+            cat[:, j] = [get(v, 0) for v in tokens[j]]  # unknown -> 0 = _other
+        bin32 = np.ascontiguousarray(binary, dtype=np.float32)
+        return _Tensors(torch.from_numpy(scaled), torch.from_numpy(bin32), torch.from_numpy(cat))
+
+    @property
+    def _num_mean(self) -> np.ndarray:
+        """Numeric means in feature order (float64)."""
+        return np.array([self.num_mean[col] for col in self.config.numeric], dtype=np.float64)
+
+    @property
+    def _num_std(self) -> np.ndarray:
+        """Numeric standard deviations in feature order (float64)."""
+        return np.array([self.num_std[col] for col in self.config.numeric], dtype=np.float64)
+
+    def _codes(self) -> dict[str, dict[str, int]]:
+        """Category -> code per categorical feature (1-based; 0 is ``_other``), built once."""
+        cached = self._code_maps
+        if cached is None:
+            cached = {
+                col: {v: i + 1 for i, v in enumerate(self.categories[col][1:])}
+                for col in self.config.categorical
+            }
+            self._code_maps = cached
+        return cached
 
     # ------------------------------------------------------------------ training
     def _build(self) -> None:
@@ -255,20 +302,7 @@ class AutoEncoder:
     def _feature_losses(self, x: _Tensors, target: _Tensors) -> torch.Tensor:
         """Per-row, per-feature reconstruction losses, shape (rows, features)."""
         assert self.net is not None
-        num_out, bin_out, cat_out = self.net(x.num, x.binary, x.cat)
-        cols = [
-            F.cross_entropy(out, target.cat[:, i], reduction="none")
-            for i, out in enumerate(cat_out)
-        ]
-        if num_out is not None:
-            cols += list(F.mse_loss(num_out, target.num, reduction="none").unbind(1))
-        if bin_out is not None:
-            cols += list(
-                F.binary_cross_entropy_with_logits(bin_out, target.binary, reduction="none").unbind(
-                    1
-                )
-            )
-        return torch.stack(cols, dim=1)
+        return _losses(self.net(x.num, x.binary, x.cat), target)
 
     def _mean_loss(self, x: _Tensors) -> float:
         """Mean over rows and features of the clean reconstruction loss."""
@@ -285,8 +319,14 @@ class AutoEncoder:
         ]
         return torch.cat(out) if out else torch.zeros((0, len(self.features)))
 
-    def fit(self, df: pd.DataFrame) -> AutoEncoder:
-        """Train on ``df`` with early stopping on a held-out validation split; return self."""
+    def fit(
+        self, df: pd.DataFrame, on_epoch: Callable[[dict[str, float]], bool] | None = None
+    ) -> AutoEncoder:
+        """Train on ``df`` with early stopping on a held-out validation split; return self.
+
+        ``on_epoch`` sees each epoch's ``{"epoch", "train_loss", "val_loss"}`` as it ends; a
+        true return stops training there (a tuning trial its pruner stops).
+        """
         self._check_columns(df)
         c = self.config
         if len(df) < 2:
@@ -323,6 +363,7 @@ class AutoEncoder:
             val_loss = self._mean_loss(val)
             self.history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss})
             log.debug("epoch %d train %.4f val %.4f", epoch, total / n, val_loss)
+            stop = on_epoch is not None and bool(on_epoch(self.history[-1]))
             if val_loss < best - 1e-6:
                 best, bad = val_loss, 0
                 best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
@@ -330,6 +371,8 @@ class AutoEncoder:
                 bad += 1
                 if bad >= c.patience:
                     break
+            if stop:
+                break
         if best_state is not None:
             self.net.load_state_dict(best_state)
         self.epochs_trained = len(self.history)
@@ -380,49 +423,61 @@ class AutoEncoder:
     def score(self, df: pd.DataFrame) -> pd.DataFrame:
         """Per-feature ``_loss``, ``_z_loss`` (absolute), ``_pred`` and ``max/mean_abs_z``."""
         self._require_fitted()
-        assert self.net is not None
-        x = self._encode(df).to(self.device)
-        self.net.eval()
-        preds: dict[str, np.ndarray] = {}
-        with torch.no_grad():
-            losses = self._losses_batched(x).numpy().astype(np.float64)
-            preds = self._predict(x)
+        got = self.score_tensors(self._encode(df))
         out: dict[str, Any] = {}
-        zs = np.zeros_like(losses)
         for j, f in enumerate(self.features):
-            std = max(self.loss_std[f], STD_FLOOR)
-            zs[:, j] = np.abs(losses[:, j] - self.loss_mean[f]) / std
-            out[f"{f}_loss"] = losses[:, j]
-            out[f"{f}_z_loss"] = zs[:, j]
-            out[f"{f}_pred"] = preds[f]
-        out["max_abs_z"] = zs.max(axis=1) if len(df) else np.zeros(0)
-        out["mean_abs_z"] = zs.mean(axis=1) if len(df) else np.zeros(0)
+            out[f"{f}_loss"] = got.losses[:, j]
+            out[f"{f}_z_loss"] = got.z[:, j]
+            out[f"{f}_pred"] = got.preds[f]
+        out["max_abs_z"] = got.max_abs_z
+        out["mean_abs_z"] = got.mean_abs_z
         return pd.DataFrame(out, index=df.index)
 
-    def _predict(self, x: _Tensors, batch: int = 8192) -> dict[str, np.ndarray]:
-        """Reconstructed values in input units: numbers, booleans, category names."""
+    def score_tensors(self, x: _Tensors, batch: int = 8192) -> Scores:
+        """Losses, absolute z-scores and reconstructions of encoded rows: one forward per
+        chunk of ``batch`` rows gives both the losses and the predictions (what ``score``
+        and the served model both report)."""
+        self._require_fitted()
         assert self.net is not None
+        x = x.to(self.device)
+        self.net.eval()
         c = self.config
-        n_num, n_bin, cat_codes = [], [], []
-        for i in range(0, len(x), batch):
-            part = x.rows(slice(i, i + batch))
-            num_out, bin_out, cat_out = self.net(part.num, part.binary, part.cat)
-            if num_out is not None:
-                n_num.append(num_out.cpu().numpy())
-            if bin_out is not None:
-                n_bin.append((bin_out > 0).cpu().numpy())
-            cat_codes.append([o.argmax(dim=1).cpu().numpy() for o in cat_out])
+        losses, nums, bins, cats = [], [], [], []
+        with torch.no_grad():
+            for i in range(0, len(x), batch):
+                part = x.rows(slice(i, i + batch))
+                outputs = self.net(part.num, part.binary, part.cat)
+                losses.append(_losses(outputs, part).cpu())
+                num_out, bin_out, cat_out = outputs
+                if num_out is not None:
+                    nums.append(num_out.cpu().numpy())
+                if bin_out is not None:
+                    bins.append((bin_out > 0).cpu().numpy())
+                cats.append([o.argmax(dim=1).cpu().numpy() for o in cat_out])
+        n_f = len(self.features)
+        loss = (torch.cat(losses) if losses else torch.zeros((0, n_f))).numpy()
+        loss = loss.astype(np.float64)
+        std = np.array([max(self.loss_std[f], STD_FLOOR) for f in self.features])
+        mean = np.array([self.loss_mean[f] for f in self.features])
+        zs = np.abs(loss - mean) / std
         preds: dict[str, np.ndarray] = {}
         for j, col in enumerate(c.categorical):
-            codes = np.concatenate([p[j] for p in cat_codes]) if cat_codes else np.zeros(0, int)
+            codes = np.concatenate([p[j] for p in cats]) if cats else np.zeros(0, int)
             preds[col] = np.asarray(self.categories[col], dtype=object)[codes]
-        num = np.concatenate(n_num) if n_num else np.zeros((0, len(c.numeric)))
+        num = np.concatenate(nums) if nums else np.zeros((0, len(c.numeric)))
         for j, col in enumerate(c.numeric):
             preds[col] = num[:, j].astype(np.float64) * self.num_std[col] + self.num_mean[col]
-        binary = np.concatenate(n_bin) if n_bin else np.zeros((0, len(c.binary)), bool)
+        binary = np.concatenate(bins) if bins else np.zeros((0, len(c.binary)), bool)
         for j, col in enumerate(c.binary):
             preds[col] = binary[:, j].astype(bool)
-        return preds
+        n = len(loss)
+        return Scores(
+            losses=loss,
+            z=zs,
+            preds=preds,
+            max_abs_z=zs.max(axis=1) if n else np.zeros(0),
+            mean_abs_z=zs.mean(axis=1) if n else np.zeros(0),
+        )
 
     # ------------------------------------------------------------------ persistence
     def to(self, device: str | torch.device) -> AutoEncoder:
@@ -513,6 +568,25 @@ def find_model_dir(root: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------- helpers
+def _losses(
+    outputs: tuple[torch.Tensor | None, torch.Tensor | None, list[torch.Tensor]],
+    target: _Tensors,
+) -> torch.Tensor:
+    """Per-row, per-feature losses of the network's outputs against ``target``:
+    cross-entropy per category, then squared error per number, then BCE per binary."""
+    num_out, bin_out, cat_out = outputs
+    cols = [
+        F.cross_entropy(out, target.cat[:, i], reduction="none") for i, out in enumerate(cat_out)
+    ]
+    if num_out is not None:
+        cols += list(F.mse_loss(num_out, target.num, reduction="none").unbind(1))
+    if bin_out is not None:
+        cols += list(
+            F.binary_cross_entropy_with_logits(bin_out, target.binary, reduction="none").unbind(1)
+        )
+    return torch.stack(cols, dim=1)
+
+
 def _as_tokens(s: pd.Series) -> pd.Series:
     """Categorical values as strings; missing values become one token."""
     obj = s.astype(object)

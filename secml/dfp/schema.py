@@ -18,10 +18,13 @@ import hashlib
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from secml.dfp.history import HISTORY_BINARY, HISTORY_NUMERIC, UserState, featurize
@@ -96,6 +99,7 @@ _MAX_EPOCH_S = 1e10
 _EARLIEST = pd.Timestamp.min.ceil("s").tz_localize("UTC")  # nanosecond timestamps: 1677..2262
 _LATEST = pd.Timestamp.max.floor("s").tz_localize("UTC")
 _LATEST_S = _LATEST.timestamp()
+_EARLIEST_NS, _LATEST_NS = int(_EARLIEST.value), int(_LATEST.value)
 
 # (output column, path in the record, required)
 _DUO_FIELDS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
@@ -189,10 +193,13 @@ def _location(parts: Sequence[Any]) -> str:
     return ", ".join(vals) if vals else MISSING
 
 
-def _duo_time(rec: Mapping[str, Any], where: str) -> pd.Timestamp:
-    """Event time of a Duo record: ``timestamp`` epoch seconds, else ``isotimestamp``."""
+def _duo_time(rec: Mapping[str, Any], where: str) -> tuple[int, bool]:
+    """Event time of a Duo record (epoch ns, and whether pandas holds it in ns rather than
+    us): ``timestamp`` epoch seconds, else ``isotimestamp``."""
     ts = rec.get("timestamp")
     if ts is not None and not isinstance(ts, bool):
+        if type(ts) is int and 0 <= ts < _LATEST_S:  # the common case: whole seconds
+            return ts * 1_000_000_000, False
         try:
             secs = float(ts)
         except (TypeError, ValueError):
@@ -211,17 +218,35 @@ def _duo_time(rec: Mapping[str, Any], where: str) -> pd.Timestamp:
                 f"{where}: field 'timestamp' = {ts!r} is after 2262-04-11, the latest time "
                 "a nanosecond timestamp holds"
             )
-        return pd.Timestamp(secs, unit="s", tz="UTC")
+        base = int(secs)  # as pd.Timestamp(secs, unit="s"): whole seconds + rounded fraction
+        return base * 1_000_000_000 + int(round(secs - base, 9) * 1e9), True
     iso = rec.get("isotimestamp")
     if iso is None:
         raise SchemaError(f"{where}: required field 'timestamp' (or 'isotimestamp') is missing")
     return _iso(iso, "isotimestamp", where)
 
 
-def _iso(value: Any, name: str, where: str) -> pd.Timestamp:
-    """Parse an ISO 8601 time into UTC; naive times are taken as UTC."""
+# ISO 8601 times datetime.fromisoformat reads as pandas does (at most microseconds)
+_SIMPLE_ISO = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def _iso(value: Any, name: str, where: str) -> tuple[int, bool]:
+    """Parse an ISO 8601 time into epoch ns (UTC; naive times are taken as UTC), and whether
+    pandas holds it in ns (finer than microseconds) rather than us."""
     if not isinstance(value, str) or not value:
         raise SchemaError(f"{where}: field '{name}' should be an ISO 8601 string, got {value!r}")
+    if _SIMPLE_ISO.fullmatch(value):
+        try:
+            d = datetime.fromisoformat(value)
+        except ValueError:
+            d = None
+        if d is not None:
+            d = d.replace(tzinfo=UTC) if d.tzinfo is None else d
+            ns = ((d - _EPOCH) // _US) * 1000
+            if _EARLIEST_NS <= ns <= _LATEST_NS:
+                return ns, False
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
@@ -234,7 +259,7 @@ def _iso(value: Any, name: str, where: str) -> pd.Timestamp:
             f"{where}: field '{name}' = {value!r} is outside 1677-09-22..2262-04-11, the times "
             "a nanosecond timestamp holds"
         )
-    return ts
+    return int(ts.as_unit("ns").value), ts.unit == "ns"
 
 
 def _duo_row(rec: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -297,6 +322,55 @@ def _azure_failed(props: Mapping[str, Any], reason: str) -> bool:
 _EXTRACT = {"duo": _duo_row, "azure": _azure_row}
 
 
+@dataclass
+class Events:
+    """Records of one source as columns, in input order (``extract_columns``): ``ns`` the event
+    times (epoch ns, UTC), ``columns`` every ``extract`` column but the time (lists), and
+    ``event_ids`` (``secml.store.event_id`` of each raw record)."""
+
+    source: str
+    ns: np.ndarray
+    columns: dict[str, list[Any]]
+    event_ids: list[str]
+    unit: str = "us"  # the time column's unit, as pandas infers it from the records
+
+    def __len__(self) -> int:
+        """Number of events."""
+        return len(self.ns)
+
+
+def extract_columns(
+    records: Sequence[Any],
+    source: str,
+    files: Sequence[Any] | None = None,
+    indexes: Sequence[Any] | None = None,
+    event_ids: Sequence[str] | None = None,
+) -> Events:
+    """Every record's columns, checked (``SchemaError`` names the file, record and field).
+
+    The one extraction behind ``extract`` (training, batch) and the gateway: no frame, times
+    parsed to epoch ns. ``files``/``indexes`` say where each record came from (``<records>``
+    and its position when None); ``event_ids`` are computed when not given.
+    """
+    check_source(source)
+    fn = _EXTRACT[source]
+    n = len(records)
+    files = ["<records>"] * n if files is None else files
+    indexes = range(n) if indexes is None else indexes
+    names = _columns(source)[1:]
+    rows, ns, fine = [], np.zeros(n, dtype=np.int64), False
+    for k, (rec, f, i) in enumerate(zip(records, files, indexes, strict=True)):
+        if not isinstance(rec, Mapping):
+            raise SchemaError(f"{_where(f, i)}: expected a JSON object, got {type(rec).__name__}")
+        row = fn(rec, _where(f, i))
+        ns[k], row_fine = row.pop("timestamp")
+        fine = fine or row_fine
+        rows.append(row)
+    columns = {c: [r[c] for r in rows] for c in names}
+    ids = [_event_id(r) for r in records] if event_ids is None else list(event_ids)
+    return Events(source, ns, columns, ids, "ns" if fine else "us")
+
+
 def extract(df_raw: pd.DataFrame, source: str) -> pd.DataFrame:
     """Per-record columns (no derived features) in input order; raw columns kept."""
     check_source(source)
@@ -305,20 +379,12 @@ def extract(df_raw: pd.DataFrame, source: str) -> pd.DataFrame:
             "raw frame has no '_raw' column; build it with loader.load_records or "
             "schema.frame_from_records"
         )
-    files = df_raw["_file"] if "_file" in df_raw.columns else ["<records>"] * len(df_raw)
-    idxs = df_raw["_index"] if "_index" in df_raw.columns else range(len(df_raw))
-    fn = _EXTRACT[source]
-    rows = []
-    ids = []
-    for rec, f, i in zip(df_raw["_raw"], files, idxs, strict=True):
-        where = _where(f, i)
-        if not isinstance(rec, Mapping):
-            raise SchemaError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-        rows.append(fn(rec, where))
-        ids.append(_event_id(rec))
-    out = pd.DataFrame(rows, columns=_columns(source))
-    out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True)
-    out["event_id"] = pd.Series(ids, dtype=object)
+    files = df_raw["_file"].tolist() if "_file" in df_raw.columns else None
+    idxs = df_raw["_index"].tolist() if "_index" in df_raw.columns else None
+    ev = extract_columns(df_raw["_raw"].tolist(), source, files, idxs)
+    times = pd.to_datetime(ev.ns, utc=True).as_unit(ev.unit)
+    out = pd.DataFrame({"timestamp": times, **ev.columns}, columns=_columns(source))
+    out["event_id"] = pd.Series(ev.event_ids, dtype=object)
     for col in RAW_COLUMNS:
         out[col] = df_raw[col].to_numpy() if col in df_raw.columns else None
     if "_file" not in df_raw.columns:
