@@ -64,7 +64,10 @@ class Readiness(BaseModel):
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the Triton connection pool and the store; close them on shutdown."""
     s = get_settings()
-    app.state.triton = TritonClient(s.triton_grpc_url or "", timeout_s=s.triton_timeout_s)
+    key = s.triton_admin_key.get_secret_value() if s.triton_admin_key else None
+    app.state.triton = TritonClient(
+        s.triton_grpc_url or "", timeout_s=s.triton_timeout_s, admin_key=key
+    )
     app.state.store = None
     try:
         yield

@@ -117,7 +117,12 @@ class TritonRepo:
         self.http = httpx.Client(base_url=base, timeout=timeout_s)
         self.grpc_url = grpc_url
         self.timeout_s = timeout_s
-        self.admin_headers = {"triton-admin-key": admin_key} if admin_key else None
+        # over HTTP the header is triton-admin-key; over gRPC Triton prefixes restricted keys
+        self.admin_headers = (
+            {"triton-admin-key": admin_key, "triton-grpc-protocol-triton-admin-key": admin_key}
+            if admin_key
+            else None
+        )
 
     def close(self) -> None:
         """Close the HTTP client."""

@@ -82,13 +82,20 @@ def _grpc_url(url: str) -> str:
     return url.split("://", 1)[-1].rstrip("/")
 
 
+# The admin key's gRPC metadata name: Triton prefixes the key of --grpc-restricted-protocol
+# (over HTTP the header is plain ``triton-admin-key``).
+GRPC_ADMIN_KEY = "triton-grpc-protocol-triton-admin-key"
+
+
 class TritonClient:
     """Async client of Triton's gRPC API (KServe v2 over gRPC, binary tensors)."""
 
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
-        """``url`` is Triton's gRPC ``host:port``."""
+    def __init__(self, url: str, timeout_s: float = 10.0, admin_key: str | None = None) -> None:
+        """``url`` is Triton's gRPC ``host:port``; ``admin_key`` is sent with repository-index
+        reads (Triton's restricted model-repository protocol)."""
         self.url = _grpc_url(url)
         self.timeout_s = timeout_s
+        self._admin = {GRPC_ADMIN_KEY: admin_key} if admin_key else None
         self._client: Any = None
 
     def _conn(self) -> Any:
@@ -162,7 +169,7 @@ class TritonClient:
         """Every model in the repository with its version and state."""
         try:
             index = await self._conn().get_model_repository_index(
-                as_json=True, client_timeout=self.timeout_s
+                headers=self._admin, as_json=True, client_timeout=self.timeout_s
             )
         except Exception as exc:  # noqa: BLE001 - typed below
             raise self._typed(exc) from exc

@@ -8,6 +8,10 @@ its memory are gone and stop signals reach uvicorn directly. Only valid without 
 runner (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``, as :func:`mlflow_env` sets), which would
 otherwise start after the spawn.
 
+The web server runs with ``pyarrow`` made unimportable (:data:`UNUSED`): MLflow's dataset
+classes import pandas, which imports pyarrow when it is installed, and the tracking server never
+uses it (only the HDFS artifact store would): 37 MiB less RSS.
+
 Usage: ``python -m secml.stack.mlflow_server [mlflow server options]``.
 """
 
@@ -17,8 +21,20 @@ import os
 import sys
 from typing import Any, NoReturn
 
+UNUSED = ("pyarrow",)
+# uvicorn's command line with UNUSED modules blocked (no secml import: it would cost RSS too)
+UVICORN = (
+    "import sys\n"
+    f"sys.modules.update(dict.fromkeys({UNUSED!r}))\n"
+    "sys.argv[0] = 'uvicorn'\n"
+    "from uvicorn.main import main\n"
+    "main()\n"
+)
+
 
 def _exec(cmd: list[str], extra_env: dict[str, str] | None = None, **_: Any) -> NoReturn:
+    if cmd[1:3] == ["-m", "uvicorn"]:
+        cmd = [cmd[0], "-c", UVICORN, *cmd[3:]]
     os.execve(cmd[0], cmd, os.environ | (extra_env or {}))
 
 

@@ -95,15 +95,16 @@ def triton_command(s: Settings) -> list[str]:
 
 
 def triton_restricted(s: Settings) -> list[str]:
-    """With ``triton_admin_key``: HTTP load/unload/index (model-repository API) need that header.
+    """With ``triton_admin_key``: the model-repository API (load, unload, index) needs that key
+    in the ``triton-admin-key`` header over HTTP and in the same gRPC metadata key over gRPC.
 
-    gRPC's model-repository protocol stays open on the local address: the gateway reads the
-    repository index over gRPC without the key (serving/triton.py); the sync sends the key.
+    The sync sends it with its loads; the gateway with its repository-index reads (readiness,
+    /models). Inference, health and metadata stay open on the local address.
     """
     if s.triton_admin_key is None:
         return []
     rule = f"model-repository:{TRITON_ADMIN_HEADER}={s.triton_admin_key.get_secret_value()}"
-    return ["--http-restricted-api", rule]
+    return ["--http-restricted-api", rule, "--grpc-restricted-protocol", rule]
 
 
 def triton_env(s: Settings) -> dict[str, str]:
