@@ -61,6 +61,7 @@ def print_processes(name: str, pgid: int) -> None:
         try:
             rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page / 2**20
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cmd = " ".join(cmd.split())  # one line (a -c program has newlines)
         except OSError:
             continue
         print(f"  {name:<16}{pid:>8}{rss:>8.0f} M  {cmd[:90]}")
