@@ -13,7 +13,7 @@ The final score of a row is
   running average folded in (a steady miner whose samples hover near the threshold is held up
   by its own history; one benign spike does not move a benign episode's average);
 - idle with the allocation still resident: the episode's average, once it has
-  ``min_busy`` busy samples, else ``s``.
+  ``MIN_BUSY`` busy samples and holds at least ``HELD_MIB``, else ``s``.
 
 Nothing here is fitted: the rule is fixed and the model's threshold is calibrated on the
 latched scores (out of fold), so the target FPR holds for the final score. The state lives
@@ -38,8 +38,15 @@ _UTIL = FEATURE_SUFFIXES.index("utilization.gpu_util")
 ALPHA = 0.2  # running average over roughly the last 5-10 busy samples
 BUSY_UTIL = 10.0  # % utilisation that counts as work
 MIN_BUSY = 3  # busy samples before the average speaks for the pauses
-TOL_MIB = 64.0  # memory moves beyond this (or TOL_SHARE of the board) start a new episode
-TOL_SHARE = 0.005
+# Memory moves beyond TOL_MIB (or TOL_SHARE of the board) start a new episode: a resident
+# allocation does not move, while a new process landing within 0.1% of the last one's memory
+# is a coincidence (a wider 64 MiB / 0.5% tolerance carried a miner's score into the unrelated
+# idle job that followed it on an independent fleet).
+TOL_MIB = 32.0
+TOL_SHARE = 0.001
+# Pauses inherit the episode's score only while a real allocation is held (a DAG, a model);
+# a few hundred MiB is what an idle board's driver and display hold.
+HELD_MIB = 1024.0
 
 
 @dataclass
@@ -106,7 +113,7 @@ class AllocationLatch:
                 ep.busy += 1
                 if ep.ema > x:
                     final[i] = ep.ema
-            elif ep.busy >= MIN_BUSY:
+            elif ep.busy >= MIN_BUSY and ep.fb >= HELD_MIB:
                 final[i] = ep.ema
         while len(gpus) > self.max_gpus:
             gpus.popitem(last=False)

@@ -371,6 +371,9 @@ def _temporal_input(ds: Dataset, params: TrainParams) -> np.ndarray | None:
     return ds.T
 
 
+IDLE_POWER_SHARE = 0.3
+
+
 def per_sample_evidence(ds: Dataset) -> Dataset:
     """``ds`` less the mining rows of an idle GPU (utilisation below the latch's busy level).
 
@@ -378,10 +381,20 @@ def per_sample_evidence(ds: Dataset) -> Dataset:
     a stopped job holding memory; taught as mining, a per-sample model learns whatever tells
     them apart in the generator (the DAG's size) instead. With the allocation latch those rows
     are the latch's to flag, from the episode's busy samples, so the booster learns only from
-    rows that show their work. Rows whose utilisation reads N/A (MIG) are kept.
+    rows that show their work. Where utilisation reads N/A (MIG), a row counts as idle when it
+    draws under ``IDLE_POWER_SHARE`` of the most that GPU draws in ``ds`` (a MIG miner's pauses
+    otherwise taught the model that an idle MIG board mines).
     """
     util = ds.X[:, FEATURES.index(PREFIX + "utilization.gpu_util")]
-    drop = (ds.y == 1) & (util < BUSY_UTIL)
+    idle = util < BUSY_UTIL
+    na = np.isnan(util)
+    if na.any():
+        power = ds.X[:, FEATURES.index(PREFIX + "power_readings.power_draw")].astype(np.float64)
+        _, gpu_of = np.unique(ds.gpu, return_inverse=True)
+        top = np.full(gpu_of.max() + 1, -np.inf)
+        np.fmax.at(top, gpu_of, np.nan_to_num(power, nan=-np.inf))
+        idle |= na & (power < IDLE_POWER_SHARE * top[gpu_of])
+    drop = (ds.y == 1) & idle
     return ds.subset(np.flatnonzero(~drop)) if drop.any() else ds
 
 

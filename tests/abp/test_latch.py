@@ -56,6 +56,25 @@ def test_a_new_allocation_starts_a_new_episode() -> None:
     np.testing.assert_allclose(out2[5:], 0.9, rtol=1e-6)
 
 
+def test_a_job_landing_near_the_last_ones_memory_is_a_new_episode() -> None:
+    # the miner held 5310 MiB of 24 GiB; the next job holds 5360 (beyond 32 MiB / 0.1%)
+    X = rows([100] * 5 + [0] * 4, [5310] * 5 + [5360] * 4)
+    s = np.array([0.9] * 5 + [0.01] * 4, dtype=np.float32)
+    out = lt.AllocationLatch().apply(X, s, ["g"] * 9)
+    np.testing.assert_allclose(out[5:], 0.01, rtol=1e-6)
+
+
+def test_pauses_latch_only_while_a_real_allocation_is_held() -> None:
+    # a few hundred MiB is what an idle board holds: its idle samples keep their own score
+    small = rows([100] * 5 + [0] * 4, [400] * 9)
+    s = np.array([0.9] * 5 + [0.01] * 4, dtype=np.float32)
+    out = lt.AllocationLatch().apply(small, s, ["g"] * 9)
+    np.testing.assert_allclose(out[5:], 0.01, rtol=1e-6)
+    held = rows([100] * 5 + [0] * 4, [lt.HELD_MIB + 100] * 9)
+    out = lt.AllocationLatch().apply(held, s, ["g"] * 9)
+    np.testing.assert_allclose(out[5:], 0.9, rtol=1e-6)
+
+
 def test_one_benign_spike_does_not_carry_a_busy_episode() -> None:
     # a training job: one sample scores high; the running average stays near the job's level
     s = np.array([0.02] * 10 + [0.95] + [0.02] * 10 + [0.02] * 5, dtype=np.float32)
@@ -129,9 +148,13 @@ def test_the_booster_learns_only_from_mining_rows_that_show_their_work(fleet) ->
     util = ds.X[:, UTIL]
     idle_mining = (ds.y == 1) & (util < lt.BUSY_UTIL)
     assert idle_mining.any()
-    assert len(kept) == len(ds) - int(idle_mining.sum())
     kutil = kept.X[:, UTIL]
     assert not ((kept.y == 1) & (kutil < lt.BUSY_UTIL)).any()
-    # benign idle rows and MIG rows (utilisation N/A) stay
-    assert ((kept.y == 0) & (kutil < lt.BUSY_UTIL)).sum() == ((ds.y == 0) & (util < 10)).sum()
-    assert np.isnan(kutil).sum() == np.isnan(util).sum()
+    # every benign row stays, idle ones and MIG ones (utilisation N/A) included
+    assert (kept.y == 0).sum() == (ds.y == 0).sum()
+    # MIG rows (utilisation N/A): a miner's rows drawing under 30% of that GPU's top draw go
+    power = ds.X[:, m.FEATURES.index(m.PREFIX + "power_readings.power_draw")]
+    na = np.isnan(util)
+    top = {g: np.nanmax(power[ds.gpu == g]) for g in np.unique(ds.gpu[na])}
+    low = np.array([na[i] and power[i] < 0.3 * top[ds.gpu[i]] for i in range(len(ds))])
+    assert len(kept) == len(ds) - int((idle_mining | ((ds.y == 1) & low)).sum())
