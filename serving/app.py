@@ -24,7 +24,6 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, Field
 
-from secml.dfp.schema import SchemaError, record_user
 from secml.repository import NOT_SYNCED
 from secml.settings import Settings, get_settings
 from secml.store import DetectionStore, StoreError
@@ -36,7 +35,6 @@ from serving.triton import (
     TritonModelError,
     TritonTimeout,
     TritonUnavailable,
-    bytes_column,
 )
 
 log = logging.getLogger(__name__)
@@ -283,7 +281,7 @@ def _prepare(spec: DetectorSpec, records: Any) -> tuple[Any, list[str]]:
                 for e in prepared.errors
             ]
         )
-    return prepared, spec.ids(records)
+    return prepared, prepared.ids if prepared.ids is not None else spec.ids(records)
 
 
 async def _model_error(
@@ -498,24 +496,22 @@ async def predict(request: Request, triton: TritonDep, settings: SettingsDep) ->
         prepared, ids = _prepare(spec, records)
     timing.mark("prepare")
     inputs = prepared.inputs
-    users: list[str] = []
-    if spec.stateful:
-        try:
-            users = sorted({record_user(r, spec.source) for r in records.records})
-        except SchemaError as exc:  # checked by prepare already; kept for safety
-            raise _invalid(
-                [{"loc": ["body", "records"], "msg": str(exc), "type": "value"}]
-            ) from exc
+    users = spec.users(prepared) if spec.stateful and spec.users else []
     async with AsyncExitStack() as held:
         for user in users:  # one request at a time per user: its state is read, then written
             await held.enter_async_context(_user_lock(request, spec.source, user))
-        if spec.stateful:
+        new_states: dict[str, Any] = {}
+        if spec.stateful and spec.featurize:
             states = await _store_call(request, "load_user_states", spec.source, users)
-            state = [orjson.dumps(states)] + [b""] * (n - 1)
-            inputs = [*inputs, bytes_column("STATE", state)]
+            if n > 16:  # the history features of a big batch would hold up the event loop
+                inputs, new_states = await anyio.to_thread.run_sync(
+                    spec.featurize, prepared, states
+                )
+            else:
+                inputs, new_states = spec.featurize(prepared, states)
+            timing.mark("state")
         try:
             async with asyncio.timeout(settings.triton_timeout_s + 1):
-                timing.mark("state")
                 out = await triton.infer(spec.triton_model, inputs, outputs=prepared.outputs)
                 timing.mark("triton")
         except (TimeoutError, TritonTimeout) as exc:
@@ -525,13 +521,10 @@ async def predict(request: Request, triton: TritonDep, settings: SettingsDep) ->
             raise _unavailable(f"Triton is unavailable: {exc}") from exc
         except TritonModelError as exc:
             raise await _model_error(spec, triton, exc) from exc
-        if spec.stateful:
-            state_out = out.get("STATE_OUT")
-            first = state_out.reshape(-1)[0] if state_out is not None and state_out.size else b""
-            new_states = orjson.loads(first or b"{}")
+        if new_states:  # only once Triton has scored them: a retried request counts once
             await _store_call(request, "save_user_states", spec.source, new_states)
     try:
-        results = spec.answer(records, out)
+        results = spec.answer(records, out, prepared)
     except (ValueError, KeyError) as exc:
         raise _unavailable(f"Triton model {spec.triton_model!r} answered badly: {exc}") from exc
     for eid, res in zip(ids, results, strict=True):

@@ -2,8 +2,10 @@
 the model's input tensors, and how the model's outputs become per-record answers.
 
 ABP records are featurized here by the one featurizer (``secml.abp.features.extract``) and sent
-as typed tensors (FP32 ``[-1, 18]``); DFP records are checked with ``secml.dfp.schema`` and sent
-as compact JSON (BYTES) with their source. Every rejected record names its index and field.
+as typed tensors (FP32 ``[-1, 18]``). DFP records are featurized by the DFP one featurizer
+(``secml.dfp.schema.extract_columns``, then with the users' stored history states
+``secml.dfp.serve.featurize``) and sent as typed tensors (contract in ``secml.dfp.serve``).
+Every rejected record names its index and field.
 """
 
 from __future__ import annotations
@@ -22,6 +24,18 @@ import orjson
 from secml.abp import features
 from secml.abp.features import COLUMN_KEYS, MISSING
 from secml.abp.serve import INPUT, INPUT_GPU, OUTPUT_SCORE, OUTPUT_THRESHOLD, OUTPUT_VERSION
+from secml.dfp.serve import (
+    BINARY,
+    CATEGORICAL,
+    NUMERIC,
+    OUTPUTS,
+    RISK_INPUTS,
+    SOURCE,
+    USER,
+    Featurized,
+    answers,
+    featurize,
+)
 from secml.repository import ABP_MODEL, ABP_REGISTERED, DFP_MODEL
 from serving.triton import Tensor, bytes_column, fp32
 
@@ -104,11 +118,15 @@ def bounded_record(
 
 @dataclass
 class Prepared:
-    """Records turned into the model's inputs, or the errors that stop them."""
+    """Records turned into the model's inputs, or the errors that stop them. A stateful
+    detector's inputs come later (``DetectorSpec.featurize``); ``context`` holds what it
+    needs, ``ids`` the records' event ids when already computed."""
 
     inputs: list[Tensor] = field(default_factory=list)
     errors: list[RecordError] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    context: Any = None
+    ids: list[str] | None = None
 
 
 @dataclass
@@ -192,7 +210,9 @@ def prepare_abp(batch: Any) -> Prepared:
     )
 
 
-def answer_abp(batch: Any, out: dict[str, Any]) -> list[dict[str, Any]]:
+def answer_abp(
+    batch: Any, out: dict[str, Any], prepared: Prepared | None = None
+) -> list[dict[str, Any]]:
     """Per-record answers from SCORE/THRESHOLD/VERSION; event times parsed in bulk."""
     if isinstance(batch, list):
         batch = DictRecords(batch)
@@ -231,47 +251,77 @@ def answer_abp(batch: Any, out: dict[str, Any]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------- DFP
 def prepare_dfp(source: str) -> Callable[[DictRecords], Prepared]:
-    """Check DFP records of ``source`` with ``secml.dfp.schema``; send them as JSON BYTES."""
+    """Check and extract DFP records of ``source`` (``schema.extract_columns``); their
+    tensors are made by ``featurize_dfp`` once the users' states are loaded."""
 
     def prepare(batch: DictRecords) -> Prepared:
         from secml.dfp import schema
 
         records = batch.records
+        files = ["request"] * len(records)
+        ids = event_ids(batch)
         try:
-            schema.extract(schema.frame_from_records(records, file="request"), source)
+            events = schema.extract_columns(records, source, files, event_ids=ids)
         except schema.SchemaError:
             errors = []
             for i, rec in enumerate(records):  # slow path, only for bad batches
                 try:
-                    schema.extract(
-                        schema.frame_from_records([rec], "request", start_index=i), source
-                    )
+                    schema.extract_columns([rec], source, ["request"], [i], [""])
                 except schema.SchemaError as exc:
                     errors.append(_schema_error(exc, i))
                     if len(errors) >= MAX_ERRORS:
                         break
             return Prepared(errors=errors)
-        errors = _user_name_errors(records, source)
+        errors = _user_name_errors(events.columns["username"], source)
         if errors:
             return Prepared(errors=errors)
-        payload = [orjson.dumps(r) for r in records]
-        return Prepared(
-            [bytes_column("RECORDS", payload), bytes_column("SOURCE", [source] * len(records))],
-            outputs=["RESULT", "STATE_OUT"],
-        )
+        return Prepared(outputs=list(OUTPUTS), context=events, ids=ids)
 
     return prepare
 
 
-def _user_name_errors(records: list[dict[str, Any]], source: str) -> list[RecordError]:
+def dfp_users(prepared: Prepared) -> list[str]:
+    """The users of prepared DFP records (whose states the request reads and writes)."""
+    return sorted(set(prepared.context.columns["username"]))
+
+
+def featurize_dfp(
+    prepared: Prepared, stored: Mapping[str, Any]
+) -> tuple[list[Tensor], dict[str, Any]]:
+    """The ``dfp`` model's tensors from the users' ``stored`` history states; the states
+    after these records (to store once Triton has answered)."""
+    from secml.dfp.history import UserState
+
+    events = prepared.context
+    states = {u: UserState.from_dict(d) for u, d in stored.items()}
+    feats = featurize(events, states)
+    prepared.context = feats
+    n = len(feats)
+    inputs = [
+        bytes_column(SOURCE, [events.source] * n),
+        bytes_column(USER, feats.users),
+        Tensor(CATEGORICAL, "BYTES", _bytes(feats.categorical)),
+        Tensor(NUMERIC, "FP64", np.ascontiguousarray(feats.numeric)),
+        fp32(BINARY, feats.binary),
+        Tensor(RISK_INPUTS, "FP64", np.ascontiguousarray(feats.risk_inputs)),
+    ]
+    return inputs, {u: s.to_dict() for u, s in states.items()}
+
+
+def _bytes(values: np.ndarray) -> np.ndarray:
+    """An object array of strings as UTF-8 bytes (a BYTES tensor)."""
+    out = np.empty(values.shape, dtype=object)
+    out.flat = [v.encode() for v in values.flat]
+    return out
+
+
+def _user_name_errors(users: Sequence[str], source: str) -> list[RecordError]:
     """Users whose name cannot become a model name (too long once escaped)."""
-    from secml.dfp.schema import record_user
     from secml.naming import user_to_model_name
 
     field = "user.name" if source == "duo" else "properties.userPrincipalName"
     errors, seen = [], set()
-    for i, rec in enumerate(records):
-        user = record_user(rec, source)
+    for i, user in enumerate(users):
         if user in seen:
             continue
         seen.add(user)
@@ -285,32 +335,35 @@ def _user_name_errors(records: list[dict[str, Any]], source: str) -> list[Record
 
 
 def answer_dfp(positive: str, negative: str) -> Callable[..., list[dict[str, Any]]]:
-    """Per-record answers from the DFP model's RESULT JSON."""
+    """Per-record answers from the ``dfp`` model's typed outputs (``secml.dfp.serve.answers``)."""
 
-    def answer(batch: DictRecords, out: dict[str, Any]) -> list[dict[str, Any]]:
-        records = batch.records
-        raw = out.get("RESULT")
-        raw = [] if raw is None else np.asarray(raw).reshape(-1)
-        if len(raw) != len(records):
-            raise ValueError(f"{TRITON_DFP} returned {len(raw)} results for {len(records)}")
+    def answer(
+        batch: DictRecords, out: dict[str, Any], prepared: Prepared | None = None
+    ) -> list[dict[str, Any]]:
+        from secml.settings import get_settings
+
+        if prepared is None or not isinstance(prepared.context, Featurized):
+            raise ValueError("DFP answers need the featurized request")
+        got = answers(prepared.context, out, get_settings().dfp_z_threshold)
+        if len(got) != len(batch):
+            raise ValueError(f"{TRITON_DFP} returned {len(got)} results for {len(batch)}")
         results = []
-        for i, r in enumerate(raw):
-            res = orjson.loads(r)
-            anomaly = bool(res["anomaly"])
-            model, version = str(res["model"]), str(res["version"])
+        for i, res in enumerate(got):
+            anomaly = res["anomaly"]
+            model, version = res["model"], res["version"]
             results.append(
                 {
                     "index": i,
-                    "score": float(res["score"]),
+                    "score": res["score"],
                     "anomaly": anomaly,
                     "decision": positive if anomaly else negative,
                     "model": model,
                     "version": version,
                     "model_version": f"{model}:{version}",
-                    "top_features": res.get("top_features"),
-                    "details": res.get("details") or {},
-                    "user": res.get("user"),
-                    "event_time": res.get("event_time"),
+                    "top_features": res["top_features"],
+                    "details": res["details"],
+                    "user": res["user"],
+                    "event_time": res["event_time"],
                 }
             )
         return results
@@ -326,11 +379,14 @@ class DetectorSpec:
     source: str
     triton_model: str
     prepare: Callable[[Any], Prepared]  # records (DictRecords, NvsmiColumns) -> inputs
-    answer: Callable[[Any, dict[str, Any]], list[dict[str, Any]]]
+    answer: Callable[..., list[dict[str, Any]]]  # (records, outputs, prepared) -> answers
     keep: tuple[str, ...] = ()  # keys a bounded stored copy keeps
     ids: Callable[[Any], list[str]] = event_ids
-    # DFP: per-user history state read from and written back to the detections store
+    # DFP: per-user history state read from and written back to the detections store: the
+    # users of a prepared request, and its tensors from their stored states
     stateful: bool = False
+    users: Callable[[Prepared], list[str]] | None = None
+    featurize: Callable[[Prepared, Mapping[str, Any]], tuple[list[Tensor], dict]] | None = None
 
 
 DETECTORS: dict[tuple[str, str], DetectorSpec] = {
@@ -345,6 +401,8 @@ DETECTORS: dict[tuple[str, str], DetectorSpec] = {
         answer_dfp("anomalous", "normal"),
         ("timestamp", "isotimestamp", "user", "result", "reason", "access_device", "auth_device"),
         stateful=True,
+        users=dfp_users,
+        featurize=featurize_dfp,
     ),
     ("dfp", "azure"): DetectorSpec(
         "dfp",
@@ -354,6 +412,8 @@ DETECTORS: dict[tuple[str, str], DetectorSpec] = {
         answer_dfp("anomalous", "normal"),
         ("time", "properties", "category"),
         stateful=True,
+        users=dfp_users,
+        featurize=featurize_dfp,
     ),
 }
 

@@ -1,25 +1,137 @@
 """DFP scoring as served by Triton's ``dfp`` model: every user of every source in one model.
 
+The typed contract: the gateway featurizes records with the one featurizer
+(``schema.extract_columns`` + ``history.featurize_columns``, ``featurize`` below) and sends one
+row per event in scoring order (time, user, event id): ``USER`` (BYTES), ``CATEGORICAL``
+(BYTES, the source's categorical features), ``NUMERIC`` (FP64), ``BINARY`` (FP32 0/1) and
+``RISK_INPUTS`` (FP64, the risk model's history inputs). The model groups rows by the model
+that scores each user (their own production model, else the generic one) and runs one forward
+per group (``DfpScorer.score_arrays``); it answers per row ``MODEL`` (``name:version``), ``Z``
+(absolute z per feature), the reconstructions ``PRED_*``, ``STATS`` (``STATS`` columns),
+``ANOMALY`` and ``CONTRIB`` (the risk model's contributions, anomalies only). ``answers``
+turns them into the gateway's per-record answers, equal to ``dfp_results`` of the batch
+pipeline's frame for the same events.
+
 Per-user autoencoders come from the files ``serving.sync`` writes under ``users/`` (layout in
 ``secml.repository``) and live in an LRU cache; a user without a production model of their own
-is scored by the generic model. Imported by the Triton model (numpy 1.26 environment) and by
-tests and benchmarks in-process.
+is scored by the generic model. Imported by the Triton model (numpy 1.26 environment), the
+gateway, and tests and benchmarks in-process.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from secml.dfp.history import FEATURE_COLUMNS, UserState, featurize_columns
+from secml.dfp.schema import COUNT_FEATURES, FEATURES, Events, extract_columns
 from secml.repository import NotSyncedError, read_index, user_model_dir
 
 TOP_FEATURES = 3
+# the typed Triton contract of the ``dfp`` model
+SOURCE = "SOURCE"
+USER = "USER"
+CATEGORICAL = "CATEGORICAL"
+NUMERIC = "NUMERIC"
+BINARY = "BINARY"
+RISK_INPUTS = "RISK_INPUTS"
+MODEL = "MODEL"
+Z = "Z"
+PRED_CATEGORICAL = "PRED_CATEGORICAL"
+PRED_NUMERIC = "PRED_NUMERIC"
+PRED_BINARY = "PRED_BINARY"
+STATS = "STATS"
+ANOMALY = "ANOMALY"
+CONTRIB = "CONTRIB"
+OUTPUTS = (MODEL, Z, PRED_CATEGORICAL, PRED_NUMERIC, PRED_BINARY, STATS, ANOMALY, CONTRIB)
+STAT_COLUMNS = ("mean_abs_z", "max_abs_z", "ae_surprisal", "risk", "risk_threshold")
+# the risk model's inputs (secml.dfp.scoring.RISK_INPUTS) but the autoencoder's surprisal
+HISTORY_RISK = (
+    "hour_gap",
+    "new_country",
+    "new_device",
+    "new_browser_os",
+    "new_app",
+    "fails_recent",
+    "log_speed",
+    "history_depth",
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Featurized:
+    """Events featurized for the model, rows in scoring order (time, user, event id):
+    ``order[k]`` is the record behind row ``k``."""
+
+    source: str
+    order: np.ndarray
+    users: list[str]
+    categorical: np.ndarray  # object (rows x categorical features)
+    numeric: np.ndarray  # float64 (rows x numeric features)
+    binary: np.ndarray  # float32 0/1 (rows x binary features)
+    risk_inputs: np.ndarray  # float64 (rows x HISTORY_RISK)
+    ns: np.ndarray
+    country: list[str]
+
+    def __len__(self) -> int:
+        """Number of events."""
+        return len(self.users)
+
+    def value(self, k: int, feature: str) -> Any:
+        """Row ``k``'s value of ``feature`` as the batch frame holds it (str, int count,
+        float, or bool)."""
+        spec = FEATURES[self.source]
+        if feature in spec.categorical:
+            return self.categorical[k, spec.categorical.index(feature)]
+        if feature in spec.numeric:
+            v = float(self.numeric[k, spec.numeric.index(feature)])
+            return int(v) if feature in COUNT_FEATURES else v
+        return bool(self.binary[k, spec.binary.index(feature)])
+
+
+def featurize(events: Events, states: MutableMapping[str, UserState] | None = None) -> Featurized:
+    """The model's inputs for ``events`` (``schema.extract_columns``), history features from
+    ``states`` (updated in place), rows sorted as ``schema.derive_features`` sorts them."""
+    source, n, c = events.source, len(events), events.columns
+    users, ids, ns = c["username"], events.event_ids, events.ns.tolist()
+    order = sorted(range(n), key=lambda i: (ns[i], users[i], ids[i]))
+    cols = {k: [v[i] for i in order] for k, v in c.items()}
+    ns_sorted = events.ns[order]
+    hist = featurize_columns(ns_sorted, cols, source, states, events.unit)
+    h = {f: hist[:, j] for j, f in enumerate(FEATURE_COLUMNS)}
+    spec = FEATURES[source]
+    categorical = np.empty((n, len(spec.categorical)), dtype=object)
+    for j, f in enumerate(spec.categorical):
+        categorical[:, j] = cols[f]
+    numeric = np.zeros((n, len(spec.numeric)), dtype=np.float64)
+    for j, f in enumerate(spec.numeric):
+        numeric[:, j] = h[f]
+    binary = np.zeros((n, len(spec.binary)), dtype=np.float32)
+    for j, f in enumerate(spec.binary):
+        binary[:, j] = np.asarray(cols[f], dtype=bool) if f in cols else h[f] != 0
+    risk = np.zeros((n, len(HISTORY_RISK)), dtype=np.float64)
+    for j, f in enumerate(HISTORY_RISK):
+        risk[:, j] = h[f] if f not in spec.binary else (h[f] != 0)
+    return Featurized(
+        source,
+        np.asarray(order, dtype=np.int64),
+        [str(u) for u in cols["username"]],
+        categorical,
+        numeric,
+        binary,
+        risk,
+        ns_sorted,
+        cols["country"],
+    )
 
 
 def _synced_registry_class() -> type:
@@ -100,21 +212,106 @@ class DfpScorer:
         source: str,
         states: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """One result per record, in input order.
+        """One result per record, in input order (the gateway's path, in one process).
 
         ``states`` maps user to ``secml.dfp.history.UserState``: what each user did before
         these records (empty when None); it is updated in place, so the caller can store it.
         """
-        from secml.dfp.registry import NoModelError
-        from secml.dfp.schema import process_records
+        feats = featurize(extract_columns(records, source), states)
+        out = self.score_arrays(
+            source, feats.users, feats.categorical, feats.numeric, feats.binary,
+            feats.risk_inputs,
+        )  # fmt: skip
+        return answers(feats, out, self.threshold)
 
-        events = process_records(records, source, states)
+    def score_arrays(
+        self,
+        source: str,
+        users: Sequence[str],
+        categorical: np.ndarray,
+        numeric: np.ndarray,
+        binary: np.ndarray,
+        risk_inputs: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """The ``OUTPUTS`` of featurized rows (``Featurized``'s arrays): one forward per model
+        that scores some of the users, rows grouped as ``infer.score_events`` groups them."""
+        from secml.dfp.registry import NoModelError
+        from secml.naming import GENERIC_USER
+
+        spec = FEATURES[source]
+        n = len(users)
+        if not (len(categorical) == len(numeric) == len(binary) == len(risk_inputs) == n):
+            raise ValueError(f"DFP inputs disagree on the number of rows ({n} users)")
         registry = self.registry(source)
+        rows: dict[str, list[int]] = {}
+        for k, user in enumerate(users):
+            rows.setdefault(user, []).append(k)
+        groups: dict[str, list[int]] = {}
+        models: dict[str, Any] = {}
         try:
-            scored = score_dfp_events(events, source, registry)
+            for user, ks in rows.items():
+                model, label = registry.model_for_user(user)
+                models[label] = model
+                groups.setdefault(label, []).extend(ks)
+            risk = registry.model_for_user(GENERIC_USER)[0].risk
         except NoModelError as exc:
             raise NotSyncedError(f"DFP {source} ({exc})") from exc
-        return dfp_results(scored, source, self.threshold, len(records))
+        feats = spec.all
+        z = np.full((n, len(feats)), np.nan)
+        pred_cat = np.full((n, len(spec.categorical)), "", dtype=object)
+        pred_num = np.full((n, len(spec.numeric)), np.nan)
+        pred_bin = np.zeros((n, len(spec.binary)), dtype=bool)
+        stats = np.full((n, len(STAT_COLUMNS)), np.nan)
+        labels = np.empty((n, 1), dtype=object)
+        for label, ks in groups.items():
+            idx = np.asarray(ks, dtype=np.int64)
+            ae = models[label]
+            cfg = ae.config
+            try:
+                ci = [spec.categorical.index(f) for f in cfg.categorical]
+                ni = [spec.numeric.index(f) for f in cfg.numeric]
+                bi = [spec.binary.index(f) for f in cfg.binary]
+            except ValueError as exc:
+                raise ValueError(f"model {label} reads a feature {source} lacks: {exc}") from exc
+            x = ae.encode_arrays(
+                numeric[np.ix_(idx, ni)], binary[np.ix_(idx, bi)], [categorical[idx, j] for j in ci]
+            )
+            got = ae.score_tensors(x)
+            z[np.ix_(idx, [feats.index(f) for f in ae.features])] = got.z
+            for j, f in zip(ci, cfg.categorical, strict=True):
+                pred_cat[idx, j] = got.preds[f]
+            for j, f in zip(ni, cfg.numeric, strict=True):
+                pred_num[idx, j] = got.preds[f]
+            for j, f in zip(bi, cfg.binary, strict=True):
+                pred_bin[idx, j] = got.preds[f]
+            stats[idx, 0] = got.mean_abs_z
+            stats[idx, 1] = got.max_abs_z
+            stats[idx, 2] = ae.surprisal(got.mean_abs_z)
+            labels[idx, 0] = label.encode()
+        contrib = np.zeros((n, len(HISTORY_RISK) + 1), dtype=np.float32)
+        if risk is None:
+            anomaly = stats[:, 0] > self.threshold
+        else:
+            frame = pd.DataFrame(
+                {**dict(zip(HISTORY_RISK, risk_inputs.T, strict=True)), "ae_surprisal": stats[:, 2]}
+            )
+            stats[:, 3] = risk.score(frame)
+            stats[:, 4] = risk.threshold
+            anomaly = stats[:, 3] > risk.threshold
+            if anomaly.any():
+                contrib[anomaly] = risk.contributions(frame[anomaly])
+        return {
+            MODEL: labels,
+            Z: z,
+            PRED_CATEGORICAL: np.array(
+                [[str(v).encode() for v in r] for r in pred_cat], dtype=object
+            ).reshape(pred_cat.shape),
+            PRED_NUMERIC: pred_num,
+            PRED_BINARY: pred_bin,
+            STATS: stats,
+            ANOMALY: anomaly.reshape(-1, 1),
+            CONTRIB: contrib,
+        }
 
 
 def score_dfp_events(events: pd.DataFrame, source: str, registry: Any) -> pd.DataFrame:
@@ -171,6 +368,96 @@ def dfp_results(
     if missing:
         raise RuntimeError(f"DFP scoring lost records {missing[:10]}")
     return out  # type: ignore[return-value]
+
+
+def answers(feats: Featurized, out: Mapping[str, Any], threshold: float) -> list[dict[str, Any]]:
+    """Per-record answers (in record order) from the ``dfp`` model's ``OUTPUTS`` for rows
+    ``feats``: the same dicts as ``dfp_results`` of the batch frame; ``threshold`` is the
+    ``mean_abs_z`` threshold (reported when the generic model has no risk model)."""
+    from secml.dfp.scoring import RISK_INPUTS as RISK_ORDER
+    from secml.dfp.scoring import explain, risk_details
+
+    n = len(feats)
+    spec = FEATURES[feats.source]
+    names = spec.all
+    labels = np.asarray(out[MODEL]).reshape(-1)
+    z = np.asarray(out[Z], dtype=np.float64).reshape(n, len(names))
+    pred_cat = np.asarray(out[PRED_CATEGORICAL]).reshape(n, len(spec.categorical))
+    pred_num = np.asarray(out[PRED_NUMERIC], dtype=np.float64).reshape(n, len(spec.numeric))
+    pred_bin = np.asarray(out[PRED_BINARY]).reshape(n, len(spec.binary))
+    stats = np.asarray(out[STATS], dtype=np.float64).reshape(n, len(STAT_COLUMNS))
+    anomaly = np.asarray(out[ANOMALY]).reshape(-1).astype(bool)
+    contrib = np.asarray(out[CONTRIB], dtype=np.float32).reshape(n, len(RISK_ORDER))
+    if not len(labels) == n:
+        raise ValueError(f"DFP model returned {len(labels)} results for {n} events")
+    results: list[dict[str, Any] | None] = [None] * n
+    for k in range(n):
+        mean_z, max_z, surprisal, risk, risk_thr = stats[k].tolist()
+        history = dict(zip(HISTORY_RISK, feats.risk_inputs[k].tolist(), strict=True))
+        row: dict[str, Any] = {
+            **history,
+            "risk": risk,
+            "risk_threshold": risk_thr,
+            "ae_surprisal": surprisal,
+            "reasons": "",
+            "risk_top": [],
+        }
+        if anomaly[k] and not math.isnan(risk):
+            frame = pd.DataFrame(
+                [{**history, "ae_surprisal": surprisal, "country": feats.country[k]}]
+            )
+            ((top_risk, words),) = explain(frame, contrib[k : k + 1])
+            row["reasons"], row["risk_top"] = words, top_risk
+        zs = sorted(
+            ((f, float(z[k, j])) for j, f in enumerate(names) if not math.isnan(z[k, j])),
+            key=lambda t: -t[1],
+        )
+        top = [
+            {
+                "feature": f,
+                "z": _clean(v),
+                "value": _plain(feats.value(k, f)),
+                "expected": _plain(_expected(f, k, spec, pred_cat, pred_num, pred_bin)),
+            }
+            for f, v in zs[:TOP_FEATURES]
+        ]
+        label = labels[k].decode() if isinstance(labels[k], bytes) else str(labels[k])
+        name, _, version = label.rpartition(":")
+        results[int(feats.order[k])] = {
+            "score": _clean(mean_z if math.isnan(risk) else risk),
+            "anomaly": bool(anomaly[k]),
+            "model": name,
+            "version": version,
+            "top_features": top,
+            "details": {
+                "mean_abs_z": _clean(mean_z),
+                "max_abs_z": _clean(max_z),
+                "threshold": threshold,
+                **risk_details(row),
+            },
+            "user": feats.users[k],
+            "event_time": iso_time(int(feats.ns[k])),
+        }
+    return results  # type: ignore[return-value]
+
+
+def _expected(
+    f: str, k: int, spec: Any, cat: np.ndarray, num: np.ndarray, binary: np.ndarray
+) -> Any:
+    """Row ``k``'s reconstruction of feature ``f`` (str, float or bool)."""
+    if f in spec.categorical:
+        v = cat[k, spec.categorical.index(f)]
+        return v.decode() if isinstance(v, bytes) else str(v)
+    if f in spec.numeric:
+        return float(num[k, spec.numeric.index(f)])
+    return bool(binary[k, spec.binary.index(f)])
+
+
+def iso_time(ns: int) -> str:
+    """ISO 8601 text of epoch ns, as ``pd.Timestamp.isoformat`` writes it."""
+    if ns % 1000:
+        return pd.Timestamp(ns, tz="UTC").isoformat()
+    return (_EPOCH + timedelta(microseconds=ns // 1000)).isoformat()
 
 
 def _clean(v: float) -> float:

@@ -111,22 +111,23 @@ def synced(triton_server: Settings, abp_production: dict, dfp_production: dict) 
 def _warm_dfp(s: Settings) -> None:
     """One DFP request straight to Triton with a long timeout: the first one loads torch models
     (seconds on a busy 2-core machine), which is not what the gateway tests measure."""
-    import httpx
+    import asyncio
 
-    recs = [json.dumps(r) for r in duo_records(n_per_user=1)]
-    body = {
-        "inputs": [
-            {"name": "RECORDS", "datatype": "BYTES", "shape": [len(recs), 1], "data": recs},
-            {
-                "name": "SOURCE",
-                "datatype": "BYTES",
-                "shape": [len(recs), 1],
-                "data": ["duo"] * len(recs),
-            },
-        ]
-    }
-    r = httpx.post(f"http://{s.triton_url}/v2/models/dfp/infer", json=body, timeout=300)
-    assert r.status_code == 200, r.text
+    from serving.detectors import DETECTORS, DictRecords
+    from serving.triton import TritonClient
+
+    spec = DETECTORS[("dfp", "duo")]
+    prepared = spec.prepare(DictRecords(duo_records(n_per_user=1)))
+    inputs, _ = spec.featurize(prepared, {})
+
+    async def go() -> None:
+        client = TritonClient(s.triton_grpc_url or "", timeout_s=300)
+        try:
+            await client.infer("dfp", inputs, prepared.outputs)
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())
 
 
 def renamed(records: list[dict], tag: str) -> list[dict]:

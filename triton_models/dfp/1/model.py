@@ -2,19 +2,20 @@
 
 Per-user autoencoders come from the files ``serving.sync`` writes under ``users/`` and live in
 an LRU cache; a user without a production model of their own is scored by the generic model.
-Runs secml.dfp.schema + secml.dfp.infer.score_events, the same code as the batch pipeline.
+Typed tensors (contract in secml.dfp.serve and config.pbtxt): the gateway featurizes, this
+model groups rows by the model that scores each user and runs one forward per group
+(``DfpScorer.score_arrays``, the code the batch pipeline's ``AutoEncoder.score`` runs).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from secml.dfp.history import UserState
+from secml.dfp import serve
 from secml.dfp.serve import DfpScorer
 from secml.repository import read_index
 from secml.settings import get_settings
@@ -22,19 +23,8 @@ from secml.settings import get_settings
 WATCH_S = 2.0  # how often an idle instance looks for the first synced DFP model
 
 
-def decode_states(tensor: object) -> dict[str, UserState]:
-    """The users' history states sent in STATE (element 0), empty when absent."""
-    if tensor is None:
-        return {}
-    first = tensor.as_numpy().reshape(-1)[0]
-    text = first.decode() if isinstance(first, bytes) else str(first)
-    if not text:
-        return {}
-    return {u: UserState.from_dict(d) for u, d in json.loads(text).items()}
-
-
 class TritonPythonModel:
-    """Score each request (one batch of records of one source) on its own."""
+    """Score each request (one batch of one source's featurized rows) on its own."""
 
     def initialize(self, args: dict) -> None:
         """Point the scorer at this model's synced users directory; torch and the models load
@@ -86,22 +76,28 @@ class TritonPythonModel:
         self._stop.set()
 
     def _one(self, request: object) -> object:
-        """Answer one request."""
-        raw = pb_utils.get_input_tensor_by_name(request, "RECORDS").as_numpy().reshape(-1)
-        src = pb_utils.get_input_tensor_by_name(request, "SOURCE").as_numpy().reshape(-1)
-        sources = {s.decode() if isinstance(s, bytes) else str(s) for s in src}
+        """Answer one request (one source's featurized rows)."""
+
+        def get(name: str) -> object:
+            return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+
+        sources = {s.decode() if isinstance(s, bytes) else str(s) for s in get(serve.SOURCE).flat}
         if len(sources) != 1:
             raise ValueError(f"SOURCE must name one source per request, got {sorted(sources)}")
-        records = [json.loads(r) for r in raw]
-        states = decode_states(pb_utils.get_input_tensor_by_name(request, "STATE"))
+        users = [u.decode() if isinstance(u, bytes) else str(u) for u in get(serve.USER).flat]
+        raw = get(serve.CATEGORICAL)
+        cat = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in raw.flat])
+        cat = cat.astype(object).reshape(len(users), -1)
         self._ready_torch()
-        results = self.scorer.score_records(records, sources.pop(), states)
-        out = np.array([json.dumps(r).encode() for r in results], dtype=object).reshape(-1, 1)
-        state_out = np.array([b""] * len(records), dtype=object).reshape(-1, 1)
-        state_out[0, 0] = json.dumps({u: s.to_dict() for u, s in states.items()}).encode()
-        return pb_utils.InferenceResponse(
-            [pb_utils.Tensor("RESULT", out), pb_utils.Tensor("STATE_OUT", state_out)]
+        out = self.scorer.score_arrays(
+            sources.pop(),
+            users,
+            cat,
+            get(serve.NUMERIC).reshape(len(users), -1),
+            get(serve.BINARY).reshape(len(users), -1),
+            get(serve.RISK_INPUTS),
         )
+        return pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()])
 
     def execute(self, requests: list) -> list:
         """Answer every request; a failing request gets its own error."""
