@@ -11,8 +11,8 @@ stored on the parent run (tag ``best_params``) and ``abp-train`` picks them up
 (``training.tuned.latest_best_params``). Optuna's plots are logged to the parent run.
 
 ``dfp-tune`` does the same for the generic DFP autoencoder (validation loss on the model's own
-held-out rows; the per-epoch losses are reported to the pruner after each fit, so a pruned
-trial is marked but its epochs were already spent), and ``dfp-train`` uses its best parameters.
+held-out rows, reported to the pruner from inside the fit after every epoch, so a trial the
+median pruner stops trains no further epochs), and ``dfp-train`` uses its best parameters.
 
 Trials are Prefect tasks: threads with ``dask=False``, a ``distributed`` LocalCluster of
 ``workers`` processes by default, or the scheduler at ``dask_address``. Each trial asks the
@@ -77,7 +77,7 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def create_study(name: str, url: str, seed: int, startup: int) -> Any:
+def create_study(name: str, url: str, seed: int, startup: int, warmup: int = 0) -> Any:
     """A new maximising/minimising study with TPE (constant liar, for parallel trials) + pruning."""
     import optuna
 
@@ -86,7 +86,7 @@ def create_study(name: str, url: str, seed: int, startup: int) -> Any:
         study_name=name,
         storage=open_storage(url),
         sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup),
         direction="maximize",
     )
 
@@ -99,8 +99,26 @@ def _load_study(ctx: dict[str, Any]) -> Any:
         study_name=ctx["study"],
         storage=open_storage(ctx["storage"]),
         sampler=optuna.samplers.TPESampler(seed=ctx["seed"] + 7919, constant_liar=True),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=ctx["startup"], n_warmup_steps=0),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=ctx["startup"], n_warmup_steps=ctx.get("warmup", 0)
+        ),
     )
+
+
+def ask(ctx: dict[str, Any]) -> tuple[Any, Any]:
+    """The shared study and a new trial whose sampler is seeded by the trial's number.
+
+    Every trial task opens the study afresh; a sampler with the same seed in each would draw
+    the same random parameters for every start-up trial, so each trial gets its own seed.
+    """
+    import optuna
+
+    study = _load_study(ctx)
+    trial = study.ask()
+    study.sampler = optuna.samplers.TPESampler(
+        seed=ctx["seed"] + 7919 * (trial.number + 1), constant_liar=True
+    )
+    return study, trial
 
 
 # ---------------------------------------------------------------- ABP search space
@@ -159,8 +177,7 @@ def abp_trial(ctx: dict[str, Any], data: m.Dataset) -> dict[str, Any]:
     import mlflow
     from optuna.trial import TrialState
 
-    study = _load_study(ctx)
-    trial = study.ask()
+    study, trial = ask(ctx)
     params = abp_space(trial, ctx["max_estimators"])
     tp = m.TrainParams(**params, seed=ctx["seed"])
     folds = [p for p in m.gpu_folds(train, ctx["folds"], ctx["seed"]) if len(p)]
@@ -391,19 +408,29 @@ def dfp_params(best: dict[str, Any]) -> dict[str, Any]:
 
 @task(name="dfp-tune-trial", cache_policy=NO_CACHE)
 def dfp_trial(ctx: dict[str, Any], data: Any) -> dict[str, Any]:
-    """One trial: fit the generic autoencoder, report per-epoch validation loss, tell."""
+    """One trial: fit the generic autoencoder reporting each epoch's validation loss (the
+    pruner may stop the fit there), tell the study."""
     df = data
     import mlflow
     from optuna.trial import TrialState
 
     from secml.dfp.model import AutoEncoder, feature_config
 
-    study = _load_study(ctx)
-    trial = study.ask()
+    study, trial = ask(ctx)
     params = dfp_space(trial)
     model = AutoEncoder(feature_config(ctx["source"]), max_epochs=ctx["max_epochs"],
                         seed=ctx["seed"], **params)  # fmt: skip
     mlflow.set_tracking_uri(ctx["tracking_uri"])
+    pruned = False
+
+    def on_epoch(h: dict[str, float]) -> bool:
+        """Report the epoch's validation loss; stop the fit here if the pruner says so."""
+        nonlocal pruned
+        trial.report(-float(h["val_loss"]), int(h["epoch"]))  # maximised: the negative loss
+        mlflow.log_metric("epoch_val_loss", float(h["val_loss"]), step=int(h["epoch"]))
+        pruned = int(h["epoch"]) < ctx["max_epochs"] and trial.should_prune()
+        return pruned
+
     with mlflow.start_run(
         experiment_id=ctx["experiment_id"],
         run_name=f"trial-{trial.number}",
@@ -411,21 +438,16 @@ def dfp_trial(ctx: dict[str, Any], data: Any) -> dict[str, Any]:
         tags={ROLE_TAG: "trial", MODEL_TAG: ctx["model"], "optuna.trial": str(trial.number)},
     ):
         mlflow.log_params(trial.params)
-        model.fit(df)
-        state = "complete"
-        for h in model.history:
-            # maximised study: the negative validation loss
-            trial.report(-float(h["val_loss"]), int(h["epoch"]))
-            mlflow.log_metric("epoch_val_loss", float(h["val_loss"]), step=int(h["epoch"]))
-        if trial.should_prune():
-            state = "pruned"
+        model.fit(df, on_epoch=on_epoch)
+        state = "pruned" if pruned else "complete"
+        if pruned:
             study.tell(trial, state=TrialState.PRUNED)
         else:
             study.tell(trial, -float(model.val_loss))
-        mlflow.log_metric("val_loss", float(model.val_loss))
+        mlflow.log_metrics({"val_loss": float(model.val_loss), "epochs": len(model.history)})
         mlflow.set_tag("optuna.state", state)
     return {"number": trial.number, "state": state, "val_loss": float(model.val_loss),
-            "params": trial.params}  # fmt: skip
+            "epochs": len(model.history), "params": trial.params}  # fmt: skip
 
 
 @flow(name="dfp-tune")
@@ -469,21 +491,27 @@ def dfp_tune(
         name = f"{DFP_EXPERIMENT}-{source}-{uuid.uuid4().hex[:8]}"
         url = storage_url()
         startup = max(2, min(5, n_trials // 3))
-        study = create_study(name, url, seed, startup)
+        warmup = max_epochs // 3  # a trial is not judged on its first third of epochs
+        study = create_study(name, url, seed, startup, warmup)
         model_key = f"dfp-{source}-generic"
         with mlflow.start_run(run_name=name, tags={ROLE_TAG: "study", MODEL_TAG: model_key}) as run:
             mlflow.log_params({"n_trials": n_trials, "max_epochs": max_epochs, "rows": len(df),
                                "source": source, "study": name})  # fmt: skip
             ctx = {"study": name, "storage": url, "seed": seed, "startup": startup,
-                   "source": source, "max_epochs": max_epochs, "model": model_key,
-                   "experiment_id": exp}  # fmt: skip
+                   "warmup": warmup, "source": source, "max_epochs": max_epochs,
+                   "model": model_key, "experiment_id": exp}  # fmt: skip
             trials, study = run_trials(ctx, run, dfp_trial, df, n_trials, (dask, address, workers))
             best = study.best_trial
-            mlflow.log_metric("best_val_loss", -float(best.value))
+            epochs = {"epochs_run": sum(t["epochs"] for t in trials),
+                      "epochs_budget": n_trials * max_epochs}  # fmt: skip
+            mlflow.log_metrics({"best_val_loss": -float(best.value)} | epochs)
             mlflow.set_tags({"best_params": json.dumps(dfp_params(best.params), sort_keys=True),
                              "best_trial": str(best.number)})  # fmt: skip
             log_plots(study)
+        log.info("dfp-tune %s: %d trials, %d pruned; %d of %d epochs trained", source,
+                 len(trials), sum(t["state"] == "pruned" for t in trials), epochs["epochs_run"],
+                 epochs["epochs_budget"])  # fmt: skip
         out[source] = {"run_id": run.info.run_id, "study": name,
                        "best_params": dfp_params(best.params),
-                       "best_val_loss": -float(best.value), "trials": trials}  # fmt: skip
+                       "best_val_loss": -float(best.value), "trials": trials} | epochs  # fmt: skip
     return out

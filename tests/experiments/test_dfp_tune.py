@@ -47,3 +47,41 @@ def test_dfp_tune_then_train_uses_the_best(tmp_path, mlflow_server, prefect_serv
         assert params["lr"] == str(best["lr"]) and params["batch_size"] == str(best["batch_size"])
     finally:
         client.delete_run(res["run_id"])  # other modules' dfp-train runs stay untuned
+
+
+def test_pruned_trials_stop_mid_fit(tmp_path, mlflow_server, prefect_server) -> None:
+    """The pruner sees each epoch's validation loss during the fit and stops poor trials there."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from training.tune import dfp_tune, open_storage, storage_url
+
+    gen = generate("duo", n_users=6, days=6, n_attacks=0, sparse_fraction=0.0, seed=5)
+    write_batches(gen, tmp_path)
+    budget = 6
+    res = dfp_tune(_message(str(tmp_path / "DUO_*.json"), {}), n_trials=8, max_epochs=budget,
+                   dask=False, workers=1)["duo"]  # fmt: skip
+    client = MlflowClient()
+    try:
+        pruned = [t for t in res["trials"] if t["state"] == "pruned"]
+        assert pruned, res["trials"]
+        assert all(t["epochs"] < budget for t in pruned), "a pruned trial trained fewer epochs"
+        assert all(t["epochs"] >= budget // 3 for t in pruned), "not judged during warm-up"
+        assert res["epochs_run"] == sum(t["epochs"] for t in res["trials"]) < res["epochs_budget"]
+        assert res["epochs_budget"] == 8 * budget
+        study = optuna.load_study(study_name=res["study"], storage=open_storage(storage_url()))
+        by_number = {t.number: t for t in study.trials}
+        parent = client.get_run(res["run_id"])
+        query = f"tags.mlflow.parentRunId = '{res['run_id']}'"
+        runs = client.search_runs([parent.info.experiment_id], query)
+        kids = {int(k.data.tags["optuna.trial"]): k for k in runs}
+        for t in pruned:
+            ot = by_number[t["number"]]
+            assert ot.state == optuna.trial.TrialState.PRUNED
+            # reported epoch by epoch from inside the fit, up to the epoch it was stopped at
+            assert sorted(ot.intermediate_values) == list(range(1, t["epochs"] + 1))
+            hist = client.get_metric_history(kids[t["number"]].info.run_id, "epoch_val_loss")
+            assert len(hist) == t["epochs"] == kids[t["number"]].data.metrics["epochs"]
+        assert parent.data.metrics["epochs_run"] == res["epochs_run"]
+    finally:
+        client.delete_run(res["run_id"])  # other modules' dfp-train runs stay untuned
