@@ -153,11 +153,11 @@ _FIELD_RE = re.compile(r"field '([^']+)'")
 
 def _plain(value: Any) -> bool:
     """True when orjson writes ``value`` as the standard library does: strings, integers,
-    booleans, and finite floats that are 0 or at least 1e-4 in size (orjson writes smaller ones
-    without an exponent or with an unpadded one, and NaN as null), in dicts with string keys and
-    lists. One pass over the values; flat records of strings are the common case."""
+    booleans, None, and finite floats that are 0 or at least 1e-4 in size (orjson writes
+    smaller ones without an exponent or with an unpadded one, and NaN as null), in dicts with
+    string keys and lists. One pass over the values; flat records of strings are the common case."""
     t = type(value)
-    if t is str or t is int or t is bool:
+    if t is str or t is int or t is bool or value is None:
         return True
     if t is float:
         return value == 0.0 or (math.isfinite(value) and abs(value) >= 1e-4)

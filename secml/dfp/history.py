@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -90,8 +90,23 @@ class UserState:
     day_apps: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for JSON."""
-        return asdict(self)
+        """Plain data for JSON (copies: what ``dataclasses.asdict`` gives, without its deep
+        recursion, which cost the gateway ~0.7 ms a user)."""
+        return {
+            "n": self.n,
+            "n_ok": self.n_ok,
+            "hours": list(self.hours),
+            "countries": {k: list(v) for k, v in self.countries.items()},
+            "devices": {k: list(v) for k, v in self.devices.items()},
+            "browser_os": {k: list(v) for k, v in self.browser_os.items()},
+            "apps": {k: list(v) for k, v in self.apps.items()},
+            "recent": [list(r) for r in self.recent],
+            "places": [list(p) for p in self.places],
+            "day": self.day,
+            "day_count": self.day_count,
+            "day_locations": list(self.day_locations),
+            "day_apps": list(self.day_apps),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UserState:

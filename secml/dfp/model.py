@@ -189,6 +189,7 @@ class AutoEncoder:
         self.risk: Any = None
         self.net: _Net | None = None
         self._code_maps: dict[str, dict[str, int]] | None = None
+        self._scale: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ encoding
     @property
@@ -257,6 +258,17 @@ class AutoEncoder:
     def _num_std(self) -> np.ndarray:
         """Numeric standard deviations in feature order (float64)."""
         return np.array([self.num_std[col] for col in self.config.numeric], dtype=np.float64)
+
+    def _loss_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature loss mean and std (floored) in feature order, built once."""
+        cached = self._scale
+        if cached is None:
+            f = self.features
+            cached = self._scale = (
+                np.array([self.loss_mean[k] for k in f], dtype=np.float64),
+                np.array([max(self.loss_std[k], STD_FLOOR) for k in f], dtype=np.float64),
+            )
+        return cached
 
     def _codes(self) -> dict[str, dict[str, int]]:
         """Category -> code per categorical feature (1-based; 0 is ``_other``), built once."""
@@ -385,6 +397,7 @@ class AutoEncoder:
         for j, f in enumerate(self.features):
             self.loss_mean[f] = float(losses[:, j].mean())
             self.loss_std[f] = float(losses[:, j].std())
+        self._scale = None
         self.score_quantiles = [
             float(q) for q in np.quantile(self.score(val_df)["mean_abs_z"], QUANTILE_GRID)
         ]
@@ -440,10 +453,11 @@ class AutoEncoder:
         self._require_fitted()
         assert self.net is not None
         x = x.to(self.device)
-        self.net.eval()
+        if self.net.training:
+            self.net.eval()
         c = self.config
         losses, nums, bins, cats = [], [], [], []
-        with torch.no_grad():
+        with torch.inference_mode():
             for i in range(0, len(x), batch):
                 part = x.rows(slice(i, i + batch))
                 outputs = self.net(part.num, part.binary, part.cat)
@@ -454,11 +468,9 @@ class AutoEncoder:
                 if bin_out is not None:
                     bins.append((bin_out > 0).cpu().numpy())
                 cats.append([o.argmax(dim=1).cpu().numpy() for o in cat_out])
-        n_f = len(self.features)
-        loss = (torch.cat(losses) if losses else torch.zeros((0, n_f))).numpy()
+        mean, std = self._loss_scale()
+        loss = (torch.cat(losses) if losses else torch.zeros((0, len(mean)))).numpy()
         loss = loss.astype(np.float64)
-        std = np.array([max(self.loss_std[f], STD_FLOOR) for f in self.features])
-        mean = np.array([self.loss_mean[f] for f in self.features])
         zs = np.abs(loss - mean) / std
         preds: dict[str, np.ndarray] = {}
         for j, col in enumerate(c.categorical):
@@ -575,16 +587,15 @@ def _losses(
     """Per-row, per-feature losses of the network's outputs against ``target``:
     cross-entropy per category, then squared error per number, then BCE per binary."""
     num_out, bin_out, cat_out = outputs
-    cols = [
-        F.cross_entropy(out, target.cat[:, i], reduction="none") for i, out in enumerate(cat_out)
+    parts = [
+        F.cross_entropy(out, target.cat[:, i], reduction="none").unsqueeze(1)
+        for i, out in enumerate(cat_out)
     ]
     if num_out is not None:
-        cols += list(F.mse_loss(num_out, target.num, reduction="none").unbind(1))
+        parts.append(F.mse_loss(num_out, target.num, reduction="none"))
     if bin_out is not None:
-        cols += list(
-            F.binary_cross_entropy_with_logits(bin_out, target.binary, reduction="none").unbind(1)
-        )
-    return torch.stack(cols, dim=1)
+        parts.append(F.binary_cross_entropy_with_logits(bin_out, target.binary, reduction="none"))
+    return torch.cat(parts, dim=1)
 
 
 def _as_tokens(s: pd.Series) -> pd.Series:

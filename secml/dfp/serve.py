@@ -86,17 +86,6 @@ class Featurized:
         """Number of events."""
         return len(self.users)
 
-    def value(self, k: int, feature: str) -> Any:
-        """Row ``k``'s value of ``feature`` as the batch frame holds it (str, int count,
-        float, or bool)."""
-        spec = FEATURES[self.source]
-        if feature in spec.categorical:
-            return self.categorical[k, spec.categorical.index(feature)]
-        if feature in spec.numeric:
-            v = float(self.numeric[k, spec.numeric.index(feature)])
-            return int(v) if feature in COUNT_FEATURES else v
-        return bool(self.binary[k, spec.binary.index(feature)])
-
 
 def featurize(events: Events, states: MutableMapping[str, UserState] | None = None) -> Featurized:
     """The model's inputs for ``events`` (``schema.extract_columns``), history features from
@@ -303,15 +292,20 @@ class DfpScorer:
         return {
             MODEL: labels,
             Z: z,
-            PRED_CATEGORICAL: np.array(
-                [[str(v).encode() for v in r] for r in pred_cat], dtype=object
-            ).reshape(pred_cat.shape),
+            PRED_CATEGORICAL: _utf8(pred_cat),
             PRED_NUMERIC: pred_num,
             PRED_BINARY: pred_bin,
             STATS: stats,
             ANOMALY: anomaly.reshape(-1, 1),
             CONTRIB: contrib,
         }
+
+
+def _utf8(values: np.ndarray) -> np.ndarray:
+    """An object array of strings as UTF-8 bytes (a BYTES tensor)."""
+    out = np.empty(values.shape, dtype=object)
+    out.flat = [str(v).encode() for v in values.flat]
+    return out
 
 
 def score_dfp_events(events: pd.DataFrame, source: str, registry: Any) -> pd.DataFrame:
@@ -391,9 +385,15 @@ def answers(feats: Featurized, out: Mapping[str, Any], threshold: float) -> list
     if not len(labels) == n:
         raise ValueError(f"DFP model returned {len(labels)} results for {n} events")
     results: list[dict[str, Any] | None] = [None] * n
-    for k in range(n):
-        mean_z, max_z, surprisal, risk, risk_thr = stats[k].tolist()
-        history = dict(zip(HISTORY_RISK, feats.risk_inputs[k].tolist(), strict=True))
+    values = _values(feats)
+    expected = _expected(spec, pred_cat, pred_num, pred_bin)
+    order, users, ns = feats.order.tolist(), feats.users, feats.ns.tolist()
+    risk_in = feats.risk_inputs.tolist()
+    for k, (zk, sk, vk, ek) in enumerate(
+        zip(z.tolist(), stats.tolist(), values, expected, strict=True)
+    ):
+        mean_z, max_z, surprisal, risk, risk_thr = sk
+        history = dict(zip(HISTORY_RISK, risk_in[k], strict=True))
         row: dict[str, Any] = {
             **history,
             "risk": risk,
@@ -409,21 +409,21 @@ def answers(feats: Featurized, out: Mapping[str, Any], threshold: float) -> list
             ((top_risk, words),) = explain(frame, contrib[k : k + 1])
             row["reasons"], row["risk_top"] = words, top_risk
         zs = sorted(
-            ((f, float(z[k, j])) for j, f in enumerate(names) if not math.isnan(z[k, j])),
+            ((j, v) for j, v in enumerate(zk) if v == v),  # NaN: a feature the model lacks
             key=lambda t: -t[1],
         )
         top = [
             {
-                "feature": f,
+                "feature": names[j],
                 "z": _clean(v),
-                "value": _plain(feats.value(k, f)),
-                "expected": _plain(_expected(f, k, spec, pred_cat, pred_num, pred_bin)),
+                "value": _plain(vk[j]),
+                "expected": _plain(ek[j]),
             }
-            for f, v in zs[:TOP_FEATURES]
+            for j, v in zs[:TOP_FEATURES]
         ]
         label = labels[k].decode() if isinstance(labels[k], bytes) else str(labels[k])
         name, _, version = label.rpartition(":")
-        results[int(feats.order[k])] = {
+        results[order[k]] = {
             "score": _clean(mean_z if math.isnan(risk) else risk),
             "anomaly": bool(anomaly[k]),
             "model": name,
@@ -435,22 +435,31 @@ def answers(feats: Featurized, out: Mapping[str, Any], threshold: float) -> list
                 "threshold": threshold,
                 **risk_details(row),
             },
-            "user": feats.users[k],
-            "event_time": iso_time(int(feats.ns[k])),
+            "user": users[k],
+            "event_time": iso_time(ns[k]),
         }
     return results  # type: ignore[return-value]
 
 
-def _expected(
-    f: str, k: int, spec: Any, cat: np.ndarray, num: np.ndarray, binary: np.ndarray
-) -> Any:
-    """Row ``k``'s reconstruction of feature ``f`` (str, float or bool)."""
-    if f in spec.categorical:
-        v = cat[k, spec.categorical.index(f)]
-        return v.decode() if isinstance(v, bytes) else str(v)
-    if f in spec.numeric:
-        return float(num[k, spec.numeric.index(f)])
-    return bool(binary[k, spec.binary.index(f)])
+def _values(feats: Featurized) -> list[list[Any]]:
+    """Every row's feature values (``FEATURES[source].all`` order) as the batch frame holds
+    them: str categories, int counts, float numbers, bool binaries."""
+    spec = FEATURES[feats.source]
+    counts = [f in COUNT_FEATURES for f in spec.numeric]
+    nums = [
+        [int(v) if c else v for v, c in zip(row, counts, strict=True)]
+        for row in feats.numeric.tolist()
+    ]
+    bins = (feats.binary != 0).tolist()
+    cats = feats.categorical.tolist()
+    return [c + m + b for c, m, b in zip(cats, nums, bins, strict=True)]
+
+
+def _expected(spec: Any, cat: np.ndarray, num: np.ndarray, binary: np.ndarray) -> list[list[Any]]:
+    """Every row's reconstructions (``spec.all`` order): str, float, bool."""
+    cats = [[v.decode() if isinstance(v, bytes) else str(v) for v in r] for r in cat.tolist()]
+    bins = binary.astype(bool).tolist()
+    return [c + m + b for c, m, b in zip(cats, num.tolist(), bins, strict=True)]
 
 
 def iso_time(ns: int) -> str:
