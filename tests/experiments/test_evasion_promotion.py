@@ -116,3 +116,16 @@ def test_the_demo_ends_with_the_production_report(mlflow_server, prefect_server,
     assert res["evasion"]["run_id"] == prod.tags[ev.TAG]
     report = ev.load_report(_client(), prod.tags[ev.TAG])
     assert report["frontier"]["0.50"]["worst_recall"] <= report["baseline_recall"]
+
+
+def test_the_deployment_runs_from_prefect(trained, small_fleet, prefect_worker) -> None:
+    """``abp-evasion/default`` is deployed on the work pool; forced, it makes a new report."""
+    from prefect.deployments import run_deployment
+
+    name, first = trained["name"], trained["first"]
+    params = {"model_name": name, "data": [str(small_fleet)], "force": True}
+    run = run_deployment("abp-evasion/default", parameters=params, timeout=480)
+    assert run.state is not None and run.state.is_completed(), run.state
+    tag = _client().get_model_version_by_alias(name, PROD_ALIAS).tags[ev.TAG]
+    assert tag != first["evasion"]["run_id"], "a new report for production"
+    assert _client().get_run(tag).data.tags["trigger"] == "abp-evasion"
