@@ -1,6 +1,9 @@
-"""Every ABP path scores the same records identically: the batch CLI (in-process and on
+"""Every path scores the same records identically. ABP: the batch CLI (in-process and on
 Triton), the CLI as a stream (one record per block), and the gateway (one batch, and one
-record per request). All featurize with ``secml.abp.features`` and score the same booster."""
+record per request); all featurize with ``secml.abp.features`` and score the same booster.
+DFP: the batch CLI, the CLI streaming, and the gateway (one batch, one login per request); all
+featurize with ``secml.dfp.schema`` + ``secml.dfp.history`` and score with
+``AutoEncoder.score_tensors`` and the generic model's risk model."""
 
 from __future__ import annotations
 
@@ -72,3 +75,81 @@ def test_cli_stream_and_gateway_give_identical_scores(
     assert cli == rounded and stream == rounded and cli_triton == rounded
     assert min(rounded) < 0.5 < max(rounded)  # mining and benign samples both scored
     assert np.isfinite(expected).all()
+
+
+def _dfp_cli(args: list[str], out: Path) -> dict[str, dict]:
+    """Run the DFP batch CLI (inference only, every event written); rows by Duo txid."""
+    from training.dfp_cli import main
+
+    base = ["--source", "duo", "--train_users", "none", "--infer", "--all_events"]
+    assert main([*base, *args, "--output_file", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    return {r["txid"]: r for r in rows}
+
+
+@pytest.mark.integration
+def test_dfp_cli_stream_and_gateway_give_identical_scores(
+    synced: Settings, gateway_server: Settings, dfp_production, tmp_path
+):
+    """DFP: the batch CLI (payload), the CLI streaming over two daily files (states carried
+    through the store), the gateway in one batch and the gateway one login per request all
+    score every login alike; each path starts from the same (empty) stored history."""
+    from secml.store import DetectionStore
+
+    from .conftest import DFP_OTHER_USERS, DFP_USER, duo_records
+
+    records = duo_records(n_per_user=12, seed=31)  # alice (own model) and two generic users
+    users = [DFP_USER, *DFP_OTHER_USERS]
+    store = DetectionStore(gateway_server.store_url or "")
+    days = sorted({r["isotimestamp"][:10] for r in records})
+    src = tmp_path / "duo" / "DUO_all.json"
+    src.parent.mkdir()
+    src.write_text(jsonl(records))
+    daily = tmp_path / "daily"
+    daily.mkdir()
+    for day in days:
+        part = [r for r in records if r["isotimestamp"].startswith(day)]
+        (daily / f"DUO_{day}T00_00_00Z.json").write_text(jsonl(part))
+
+    store.delete_user_states("duo", users)
+    cli = _dfp_cli(["--input_file", str(src)], tmp_path / "cli.jsonl")
+    store.delete_user_states("duo", users)
+    stream = _dfp_cli(
+        ["--input_file", str(daily / "DUO_*.json"), "--data_type", "streaming"],
+        tmp_path / "stream.jsonl",
+    )
+    url = f"{gateway_server.gateway_url}/predict"
+    with httpx.Client(timeout=120, headers=api_headers(gateway_server)) as c:
+        store.delete_user_states("duo", users)
+        r = c.post(url, json={"detector": "dfp", "source": "duo", "records": records})
+        assert r.status_code == 200, r.text
+        gateway = {rec["txid"]: x for rec, x in zip(records, r.json()["results"], strict=True)}
+        store.delete_user_states("duo", users)
+        alone = {}
+        for rec in sorted(records, key=lambda r: r["timestamp"]):
+            r = c.post(url, json={"detector": "dfp", "source": "duo", "records": [rec]})
+            assert r.status_code == 200, r.text
+            alone[rec["txid"]] = r.json()["results"][0]
+    store.delete_user_states("duo", users)
+
+    assert set(cli) == set(stream) == set(gateway) == set(alone) == {r["txid"] for r in records}
+    own = dfp_production["own"].model_version
+    assert {x["model_version"] for x in gateway.values()} == {
+        own,
+        dfp_production["generic"].model_version,
+    }
+    for txid, g in gateway.items():
+        # the gateway answers the risk (the generic model carries a risk model)
+        assert g["details"]["score_kind"] == "risk"
+        assert g["model_version"] == cli[txid]["model_version"] == alone[txid]["model_version"]
+        # one batch of the same logins: the same forward, to the bit
+        assert g["score"] == cli[txid]["risk"]
+        assert g["details"]["mean_abs_z"] == cli[txid]["mean_abs_z"]
+        assert g["anomaly"] == cli[txid]["anomaly"]
+        # daily batches and single logins run the float32 autoencoder on other row counts
+        for other in (stream[txid]["risk"], alone[txid]["score"]):
+            assert other == pytest.approx(g["score"], rel=1e-5, abs=1e-6)
+        assert alone[txid]["details"]["history"] == g["details"]["history"]
+    assert any(x["anomaly"] for x in gateway.values()) or min(
+        x["score"] for x in gateway.values()
+    ) < max(x["score"] for x in gateway.values())
