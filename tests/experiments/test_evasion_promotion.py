@@ -129,3 +129,27 @@ def test_the_deployment_runs_from_prefect(trained, small_fleet, prefect_worker) 
     tag = _client().get_model_version_by_alias(name, PROD_ALIAS).tags[ev.TAG]
     assert tag != first["evasion"]["run_id"], "a new report for production"
     assert _client().get_run(tag).data.tags["trigger"] == "abp-evasion"
+
+
+def test_the_robustness_gates_report_is_kept(small_fleet, mlflow_server, prefect_server,
+                                             monkeypatch) -> None:  # fmt: skip
+    """With the opt-in robustness gate on, the gate's own report is the version's: no second."""
+    from training.abp_flow import abp_train
+
+    monkeypatch.setenv("SECML_ABP_ROBUSTNESS_GATE", "true")
+    monkeypatch.setenv("SECML_ABP_ROBUSTNESS_MIN_RECALL", "0.0")
+    get_settings.cache_clear()
+    try:
+        name = f"abp-evasion-gate-{uuid.uuid4().hex[:8]}"
+        res = abp_train(data=[str(small_fleet)], model_name=name, use_store_labels=False,
+                        n_estimators=60, min_recall=0.0)  # fmt: skip
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert res["gate"]["promoted"] and res["evasion"]["reused"] is True
+    run = _client().get_run(res["evasion"]["run_id"])
+    assert run.data.tags["gate"] == "robustness"
+    reports = _client().search_runs(
+        [run.info.experiment_id], f"tags.model_uri = 'models:/{name}/{res['version']}'"
+    )
+    assert len(reports) == 1
