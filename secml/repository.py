@@ -14,6 +14,9 @@ Layout (``settings.triton_model_repository``)::
       config.pbtxt
       1/model.py             one Triton model serves every DFP user of every source
       users/index.json       {"models": {"dfp-duo-alice": "3", ...}} written atomically by sync
+      users/hot.json         {"models": ["dfp-duo-alice", ...]}: the models of the most
+                             recently active users (sync, from the detections store), which
+                             the dfp model keeps loaded (at most its LRU size)
       users/<name>/<version>/model.json + state_dict.pt
 
 DFP serving decision: thousands of per-user autoencoders are **not** thousands of Triton models
@@ -37,6 +40,7 @@ META_FILE = "meta.json"
 MODEL_SUBDIR = "model"
 USERS_DIR = "users"
 INDEX_FILE = "index.json"
+HOT_FILE = "hot.json"
 PLACEHOLDER_VERSION = 1
 NOT_SYNCED = "NOT_SYNCED"
 # A synced DFP model's files: secml.dfp.model's CONFIG_FILE and WEIGHTS_FILE, and the generic
@@ -102,3 +106,12 @@ def find_autoencoder_dir(root: Path) -> Path:
         if (d / config).is_file() and (d / weights).is_file():
             return d
     raise FileNotFoundError(f"no saved autoencoder ({config} + {weights}) under {root}")
+
+
+def read_hot(dfp_dir: Path) -> list[str]:
+    """The models of the most recently active DFP users, most recent first (empty when sync
+    wrote none)."""
+    f = dfp_dir / USERS_DIR / HOT_FILE
+    if not f.is_file():
+        return []
+    return [str(m) for m in json.loads(f.read_text()).get("models", [])]

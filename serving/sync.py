@@ -41,12 +41,14 @@ from secml.repository import (
     ABP_REGISTERED,
     DFP_MODEL,
     DFP_MODEL_FILES,
+    HOT_FILE,
     INDEX_FILE,
     META_FILE,
     MODEL_SUBDIR,
     PLACEHOLDER_VERSION,
     USERS_DIR,
     find_autoencoder_dir,
+    read_hot,
     read_index,
     read_meta,
     user_model_dir,
@@ -331,9 +333,45 @@ def sync_dfp(
             dfp_dir / USERS_DIR / INDEX_FILE,
             {"models": wanted, "synced_at": datetime.now(UTC).isoformat()},
         )
+    hot = hot_models(settings, wanted)
+    if hot is not None and hot != read_hot(dfp_dir):
+        write_json_atomic(dfp_dir / USERS_DIR / HOT_FILE, {"models": hot})
     msg = f"{len(wanted)} production models, {len(updated)} new, {len(removed)} pruned"
     log.info("dfp: %s", msg)
     return SyncResult(DFP_MODEL, bool(updated) or current != wanted, None, 1, msg, updated)
+
+
+_RECENT = 'SELECT source, "user" FROM user_state ORDER BY updated_at DESC LIMIT :n'
+_engines: dict[str, Any] = {}
+
+
+def hot_models(settings: Settings, served: dict[str, str]) -> list[str] | None:
+    """The production models of the most recently active DFP users (the detections store's
+    per-user states, newest first), at most ``dfp_model_cache_size``; None when the store
+    cannot be read. Users scored by the generic model add nothing (it is always loaded)."""
+    from sqlalchemy import create_engine, text
+
+    from secml.naming import user_to_model_name
+
+    url = settings.store_url or ""
+    if not url or not served:
+        return None
+    try:
+        engine = _engines.get(url) or _engines.setdefault(url, create_engine(url))
+        with engine.connect() as conn:
+            rows = conn.execute(text(_RECENT), {"n": 4 * settings.dfp_model_cache_size}).all()
+    except Exception as exc:  # noqa: BLE001 - no store yet, or down: keep the last list
+        log.debug("recent DFP users not read: %s", exc)
+        return None
+    hot: list[str] = []
+    for source, user in rows:
+        try:
+            name = user_to_model_name(str(source), str(user))
+        except ValueError:
+            continue
+        if name in served and name not in hot:
+            hot.append(name)
+    return hot[: settings.dfp_model_cache_size]
 
 
 def _prune_dfp(dfp_dir: Path, keep: list[dict[str, str]]) -> list[str]:

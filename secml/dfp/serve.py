@@ -33,7 +33,7 @@ import pandas as pd
 
 from secml.dfp.history import FEATURE_COLUMNS, UserState, featurize_columns
 from secml.dfp.schema import COUNT_FEATURES, FEATURES, Events, extract_columns
-from secml.repository import NotSyncedError, read_index, user_model_dir
+from secml.repository import NotSyncedError, read_hot, read_index, user_model_dir
 
 TOP_FEATURES = 3
 # the typed Triton contract of the ``dfp`` model
@@ -193,6 +193,23 @@ class DfpScorer:
             if generic in listing:
                 registry.load(generic, listing[generic])
                 loaded.append(f"{generic}:{listing[generic]}")
+        return loaded
+
+    def preload(self) -> list[str]:
+        """Load the models of the most recently active users (``users/hot.json``, written by
+        sync) that are not loaded yet, at most the LRU size, so their requests find them
+        resident (after a restart, and after sync swaps in new versions). Returns what it
+        loaded (``name:version``)."""
+        listing = read_index(self.dfp_dir)
+        hot = [m for m in read_hot(self.dfp_dir) if m in listing][: self.cache_size]
+        loaded = []
+        for name in reversed(hot):  # the most recent last: the most recently used in the LRU
+            source = name.split("-", 2)[1]
+            registry = self.registry(source)
+            version = listing[name]
+            if (name, version) not in set(registry.cached()):
+                registry.load(name, version)
+                loaded.append(f"{name}:{version}")
         return loaded
 
     def score_records(

@@ -229,3 +229,26 @@ def test_write_version_and_prune_on_files(tmp_repo, tmp_path):
     assert sorted(removed) == ["dfp-duo-a:1", "dfp-duo-b:1"]
     assert sorted(p.name for p in (users / "dfp-duo-a").iterdir()) == ["2", "3"]
     assert not (users / "dfp-duo-b").exists()
+
+
+@pytest.mark.integration
+def test_sync_lists_active_users_models_and_the_scorer_preloads_them(synced, dfp_production):
+    """Sync writes the models of the most recently active users (their stored history states,
+    newest first; generic-scored users add nothing) and the dfp scorer loads them ahead of
+    their requests, once."""
+    from secml.dfp.history import UserState
+    from secml.dfp.serve import DfpScorer
+    from secml.repository import read_hot
+    from secml.store import DetectionStore
+
+    own = dfp_production["own"]
+    store = DetectionStore(synced.store_url or "")
+    store.save_user_states("duo", {"nobody-with-a-model@example.com": UserState().to_dict()})
+    time.sleep(0.01)
+    store.save_user_states("duo", {DFP_USER: UserState().to_dict()})
+    sync_dfp(synced)
+    repo = synced.triton_model_repository / DFP_MODEL
+    assert read_hot(repo) == [own.model_name]
+    scorer = DfpScorer(repo, device="cpu")
+    assert scorer.preload() == [f"{own.model_name}:{own.version}"]
+    assert scorer.preload() == []  # resident already

@@ -9,6 +9,7 @@ model groups rows by the model that scores each user and runs one forward per gr
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -17,10 +18,11 @@ import triton_python_backend_utils as pb_utils
 
 from secml.dfp import serve
 from secml.dfp.serve import DfpScorer
-from secml.repository import read_index
+from secml.repository import HOT_FILE, INDEX_FILE, USERS_DIR, read_index
 from secml.settings import get_settings
 
-WATCH_S = 2.0  # how often an idle instance looks for the first synced DFP model
+log = logging.getLogger(__name__)
+WATCH_S = 2.0  # how often the model looks for the first synced model, then for hot.json
 
 
 class TritonPythonModel:
@@ -37,11 +39,11 @@ class TritonPythonModel:
         )
         self._torch_lock = threading.Lock()
         self._torch_ready = False
+        self._warmed = False
         self._stop = threading.Event()
         if self._synced():
             self._warm()
-        else:
-            threading.Thread(target=self._watch, name="dfp-warm", daemon=True).start()
+        threading.Thread(target=self._watch, name="dfp-warm", daemon=True).start()
 
     def _synced(self) -> bool:
         """Whether a DFP model is synced (an index being written counts as not yet)."""
@@ -63,13 +65,29 @@ class TritonPythonModel:
         """Import the scoring code and load the generic models now (not on a request)."""
         self._ready_torch()
         self.scorer.warm()
+        self._warmed = True
 
     def _watch(self) -> None:
-        """Wait for the first synced DFP model, then warm up."""
+        """Wait for the first synced DFP model, then warm up; then keep the models of the
+        most recently active users loaded (``users/hot.json`` and the index, written by sync)."""
         while not self._synced():
             if self._stop.wait(WATCH_S):
                 return
-        self._warm()
+        if not self._warmed:
+            self._warm()
+        seen = None
+        while not self._stop.is_set():
+            files = [self.dfp_dir / USERS_DIR / f for f in (HOT_FILE, INDEX_FILE)]
+            now = [f.stat().st_mtime_ns if f.is_file() else 0 for f in files]
+            if now != seen:
+                try:
+                    loaded = self.scorer.preload()
+                    seen = now
+                    if loaded:
+                        log.info("dfp: preloaded %d models of active users", len(loaded))
+                except Exception as exc:  # noqa: BLE001 - a half-synced file: try again
+                    log.warning("dfp: preloading active users' models failed: %s", exc)
+            self._stop.wait(WATCH_S)
 
     def finalize(self) -> None:
         """Stop waiting for a synced model."""
