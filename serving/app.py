@@ -521,12 +521,24 @@ async def predict(request: Request, triton: TritonDep, settings: SettingsDep) ->
             raise _unavailable(f"Triton is unavailable: {exc}") from exc
         except TritonModelError as exc:
             raise await _model_error(spec, triton, exc) from exc
-        if new_states:  # only once Triton has scored them: a retried request counts once
-            await _store_call(request, "save_user_states", spec.source, new_states)
-    try:
-        results = spec.answer(records, out, prepared)
-    except (ValueError, KeyError) as exc:
-        raise _unavailable(f"Triton model {spec.triton_model!r} answered badly: {exc}") from exc
+        # the users' new states are stored only once Triton has scored them (a retried
+        # request counts once), while the answers are built
+        save = (
+            asyncio.create_task(_store_call(request, "save_user_states", spec.source, new_states))
+            if new_states
+            else None
+        )
+        try:
+            if n > 16 and save is not None:
+                results = await anyio.to_thread.run_sync(spec.answer, records, out, prepared)
+            else:
+                results = spec.answer(records, out, prepared)
+        except (ValueError, KeyError) as exc:
+            detail = f"Triton model {spec.triton_model!r} answered badly: {exc}"
+            raise _unavailable(detail) from exc
+        finally:
+            if save is not None:
+                await save
     for eid, res in zip(ids, results, strict=True):
         res["event_id"] = eid
         res["detection_id"] = None

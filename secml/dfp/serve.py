@@ -406,6 +406,17 @@ def answers(feats: Featurized, out: Mapping[str, Any], threshold: float) -> list
     expected = _expected(spec, pred_cat, pred_num, pred_bin)
     order, users, ns = feats.order.tolist(), feats.users, feats.ns.tolist()
     risk_in = feats.risk_inputs.tolist()
+    flagged = [k for k in np.flatnonzero(anomaly).tolist() if not math.isnan(stats[k, 3])]
+    why: dict[int, tuple[list[dict[str, Any]], str]] = {}
+    if flagged:  # one frame for every anomaly: their risk contributions in words
+        frame = pd.DataFrame(
+            {
+                **dict(zip(HISTORY_RISK, feats.risk_inputs[flagged].T, strict=True)),
+                "ae_surprisal": stats[flagged, 2],
+                "country": [feats.country[k] for k in flagged],
+            }
+        )
+        why = dict(zip(flagged, explain(frame, contrib[flagged]), strict=True))
     for k, (zk, sk, vk, ek) in enumerate(
         zip(z.tolist(), stats.tolist(), values, expected, strict=True)
     ):
@@ -419,12 +430,8 @@ def answers(feats: Featurized, out: Mapping[str, Any], threshold: float) -> list
             "reasons": "",
             "risk_top": [],
         }
-        if anomaly[k] and not math.isnan(risk):
-            frame = pd.DataFrame(
-                [{**history, "ae_surprisal": surprisal, "country": feats.country[k]}]
-            )
-            ((top_risk, words),) = explain(frame, contrib[k : k + 1])
-            row["reasons"], row["risk_top"] = words, top_risk
+        if k in why:
+            row["risk_top"], row["reasons"] = why[k]
         zs = sorted(
             ((j, v) for j, v in enumerate(zk) if v == v),  # NaN: a feature the model lacks
             key=lambda t: -t[1],
