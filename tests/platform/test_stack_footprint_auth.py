@@ -165,3 +165,36 @@ def test_idle_servers_load_only_what_they_use(secured: tuple[Settings, Stack]) -
     api = f"{s.mlflow_tracking_uri}/api/2.0/mlflow"
     made = httpx.post(f"{api}/experiments/create", json={"name": "footprint"}, auth=auth)
     assert made.status_code == 200, made.text
+
+
+def test_exporter_reads_the_secured_registry_as_the_reader(
+    secured: tuple[Settings, Stack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exporter's REST registry client logs in with MLFLOW_TRACKING_USERNAME/PASSWORD (the
+    read-only account works); without them MLflow's 401 is raised with the URL."""
+    from training.prefect_exporter import RegistryRest
+
+    s, _ = secured
+    assert s.mlflow_password is not None and s.mlflow_reader_password is not None
+    writer = (s.mlflow_username, s.mlflow_password.get_secret_value())
+    api = f"{s.mlflow_tracking_uri}/api/2.0/mlflow"
+    name = "abp-footprint-check"
+    made = httpx.post(f"{api}/registered-models/create", json={"name": name}, auth=writer)
+    assert made.status_code == 200, made.text
+    version = httpx.post(
+        f"{api}/model-versions/create",
+        json={"name": name, "source": "s3://secml-test/model"},
+        auth=writer,
+    )
+    assert version.status_code == 200, version.text
+    alias = {"name": name, "alias": "production", "version": "1"}
+    assert httpx.post(f"{api}/registered-models/alias", json=alias, auth=writer).status_code == 200
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", s.mlflow_reader_username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", s.mlflow_reader_password.get_secret_value())
+    page = RegistryRest(s.mlflow_tracking_uri or "").search_registered_models(100, None)
+    assert {m.name: m.aliases for m in page}[name] == {"production": "1"}
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    with pytest.raises(RuntimeError, match="answered 401"):
+        RegistryRest(s.mlflow_tracking_uri or "").search_registered_models(100, None)
