@@ -452,7 +452,8 @@ class AutoEncoder:
         and the served model both report)."""
         self._require_fitted()
         assert self.net is not None
-        x = x.to(self.device)
+        if x.num.device != self.device:
+            x = x.to(self.device)
         if self.net.training:
             self.net.eval()
         c = self.config
@@ -469,17 +470,17 @@ class AutoEncoder:
                     bins.append((bin_out > 0).cpu().numpy())
                 cats.append([o.argmax(dim=1).cpu().numpy() for o in cat_out])
         mean, std = self._loss_scale()
-        loss = (torch.cat(losses) if losses else torch.zeros((0, len(mean)))).numpy()
+        loss = (_join(losses, torch.cat) if losses else torch.zeros((0, len(mean)))).numpy()
         loss = loss.astype(np.float64)
         zs = np.abs(loss - mean) / std
         preds: dict[str, np.ndarray] = {}
         for j, col in enumerate(c.categorical):
-            codes = np.concatenate([p[j] for p in cats]) if cats else np.zeros(0, int)
+            codes = _join([p[j] for p in cats], np.concatenate) if cats else np.zeros(0, int)
             preds[col] = np.asarray(self.categories[col], dtype=object)[codes]
-        num = np.concatenate(nums) if nums else np.zeros((0, len(c.numeric)))
+        num = _join(nums, np.concatenate) if nums else np.zeros((0, len(c.numeric)))
         for j, col in enumerate(c.numeric):
             preds[col] = num[:, j].astype(np.float64) * self.num_std[col] + self.num_mean[col]
-        binary = np.concatenate(bins) if bins else np.zeros((0, len(c.binary)), bool)
+        binary = _join(bins, np.concatenate) if bins else np.zeros((0, len(c.binary)), bool)
         for j, col in enumerate(c.binary):
             preds[col] = binary[:, j].astype(bool)
         n = len(loss)
@@ -580,6 +581,11 @@ def find_model_dir(root: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------- helpers
+def _join(parts: list[Any], cat: Any) -> Any:
+    """``cat(parts)``, or the one part itself (no copy for a single chunk)."""
+    return parts[0] if len(parts) == 1 else cat(parts)
+
+
 def _losses(
     outputs: tuple[torch.Tensor | None, torch.Tensor | None, list[torch.Tensor]],
     target: _Tensors,
