@@ -67,6 +67,31 @@ def test_a_refused_version_gets_none(trained) -> None:
     assert ev.TAG not in _client().get_model_version(trained["name"], second["version"]).tags
 
 
+def test_a_failed_search_does_not_fail_training(trained, small_fleet) -> None:
+    """Held-out data without miners: the step says why and the version stays without a report."""
+    import numpy as np
+    from prefect import flow
+
+    from secml.abp import model as m
+    from training.abp_evasion import after_promotion
+
+    ds, _ = m.build_dataset(m.read_jsonlines(str(small_fleet)),
+                            m.read_labels(str(small_fleet.parent / "labels.csv")))  # fmt: skip
+    benign = ds.subset(np.flatnonzero(ds.y == 0))
+
+    @flow
+    def training_flow() -> dict:  # the step runs inside abp-train's flow run
+        return after_promotion(trained["name"], trained["second"]["version"], benign)
+
+    out = training_flow()
+    assert out == {"error": "ValueError: no mining samples to attack: the data set has no "
+                            "plain-miner rows"}  # fmt: skip
+    assert (
+        ev.TAG
+        not in _client().get_model_version(trained["name"], trained["second"]["version"]).tags
+    )
+
+
 def test_the_flow_reports_a_version_without_one(trained, small_fleet) -> None:
     from training.abp_evasion import abp_evasion
 
