@@ -372,6 +372,7 @@ def _temporal_input(ds: Dataset, params: TrainParams) -> np.ndarray | None:
 
 
 IDLE_POWER_SHARE = 0.3
+_UTIL_COL = FEATURES.index(PREFIX + "utilization.gpu_util")
 
 
 def per_sample_evidence(ds: Dataset) -> Dataset:
@@ -522,6 +523,9 @@ def score(
     s = np.asarray(s, dtype=np.float32).reshape(-1)
     if latch:
         s = state.latch.apply(X, s, uuids)  # type: ignore[union-attr]
+    na_threshold = booster.attr("na_threshold")
+    if na_threshold is not None:
+        s = rescale_na(s, util_na(X), booster_threshold(booster), float(na_threshold))
     return s
 
 
@@ -589,12 +593,15 @@ def oof_threshold(
     target_fpr: float,
     folds: int = 3,
     seed: int = 0,
+    split_na: bool = False,
 ) -> tuple[float, dict[str, float]]:
     """A threshold for ``target_fpr`` from out-of-fold scores over whole GPUs.
 
     ``fit(train)`` returns a scorer; each fold's GPUs are scored by a model that never saw
     them, so every benign row of ``ds`` takes part (one held-out split of a few GPUs gave a
-    threshold that depended on those few boards).
+    threshold that depended on those few boards). With ``split_na`` rows whose utilisation
+    reads N/A get their own threshold (``info["na_threshold"]``, see :func:`rescale_na`) when
+    both regimes have benign rows and theirs is the stricter one.
     """
     parts = [p for p in gpu_folds(ds, folds, seed) if len(p)]
     scores = np.full(len(ds), np.nan, dtype=np.float32)
@@ -606,15 +613,58 @@ def oof_threshold(
         scores[part] = fit(train_part)(ds.subset(part))
     ok = np.isfinite(scores)
     y, s = ds.y[ok], scores[ok]
+    na = util_na(ds.X[ok]) if split_na else np.zeros(len(y), dtype=bool)
+    extra: dict[str, float] = {}
     threshold = calibrate_threshold(y, s, target_fpr)
+    if split_na and (y[na] == 0).any() and (y[~na] == 0).any():
+        # only ever stricter for the N/A rows: a few MIG boards' benign rows are too small a
+        # sample to loosen a threshold on, but enough to show they would take the budget
+        threshold = calibrate_threshold(y[~na], s[~na], target_fpr)
+        na_threshold = calibrate_threshold(y[na], s[na], target_fpr)
+        if na_threshold > threshold:
+            extra["na_threshold"] = na_threshold
+            s = rescale_na(s, na, threshold, na_threshold)
+        else:
+            threshold = calibrate_threshold(y, s, target_fpr)
     pred = s >= threshold
     return threshold, {
         "threshold": threshold,
+        **extra,
         "target_fpr": target_fpr,
         "val_rows": float(ok.sum()),
         "val_fpr": float(pred[y == 0].mean()) if (y == 0).any() else math.nan,
         "val_recall": float(pred[y == 1].mean()) if (y == 1).any() else math.nan,
     }
+
+
+def util_na(X: np.ndarray) -> np.ndarray:
+    """Rows whose utilisation reads N/A (MIG boards): a regime with its own threshold."""
+    return np.isnan(np.asarray(X)[:, _UTIL_COL])
+
+
+def rescale_na(s: np.ndarray, na: np.ndarray, threshold: float, na_threshold: float) -> np.ndarray:
+    """Scores with the ``na`` rows mapped monotonically so ``na_threshold`` lands on ``threshold``.
+
+    With utilisation N/A (MIG) a row has only memory, power and temperature to go on, and its
+    scores sit on their own scale: one MIG board running an unfamiliar benign job could take a
+    shared threshold's whole FPR budget. Each regime gets a threshold for the target FPR on
+    out-of-fold GPUs; the N/A rows are mapped piecewise-linearly ``[0, t_na] -> [0, t]``,
+    ``[t_na, 1] -> [t, 1]``, so one threshold ``t`` keeps each regime's FPR at the target.
+    """
+    out = np.asarray(s, dtype=np.float32).copy()
+    if not na.any():
+        return out
+    x = out[na].astype(np.float64)
+    t, tn = float(threshold), float(na_threshold)
+    low = x * t / tn if tn > 0 else np.zeros_like(x)
+    high = t + (x - tn) * (1 - t) / (1 - tn) if tn < 1 else np.full_like(x, t)
+    above = x >= tn
+    y = np.where(above, high, low).astype(np.float32)
+    t32 = np.float32(t)
+    # float32 rounding must not move a row across the threshold
+    y = np.where(above, np.maximum(y, t32), np.minimum(y, np.nextafter(t32, np.float32(0))))
+    out[na] = y
+    return out
 
 
 def fit_calibrated(
@@ -628,16 +678,20 @@ def fit_calibrated(
 
     The threshold (lowest score whose FPR over the out-of-fold scores of every training GPU is
     <= ``target_fpr``) is stored with the booster (``threshold``, ``target_fpr`` attributes)
-    and used wherever it scores. Costs ``folds`` extra trainings.
+    and used wherever it scores; rows whose utilisation reads N/A get their own
+    (``na_threshold``), applied by :func:`score` through :func:`rescale_na`. Costs ``folds``
+    extra trainings.
     """
 
     def fit(train_ds: Dataset) -> Callable[[Dataset], np.ndarray]:
         b = train(train_ds, params)
         return lambda d: score_dataset(b, d)
 
-    threshold, info = oof_threshold(ds, fit, target_fpr, folds, params.seed + 1)
+    threshold, info = oof_threshold(ds, fit, target_fpr, folds, params.seed + 1, split_na=True)
     booster = train(ds, params, evals=evals)
     booster.set_attr(threshold=repr(threshold), target_fpr=repr(target_fpr))
+    if "na_threshold" in info:
+        booster.set_attr(na_threshold=repr(info["na_threshold"]))
     return booster, info
 
 

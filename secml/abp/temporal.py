@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import lfilter
 
 from secml.abp.features import FEATURE_SUFFIXES, N_FEATURES
 from secml.abp.latch import AllocationLatch
@@ -234,6 +233,8 @@ class TemporalState:
         ema0 = prev.ema if prev is not None else (util[h] if np.isfinite(util[h]) else 0.0)
         u = np.nan_to_num(util[h:], nan=ema0)
         a = _EMA_ALPHA
+        from scipy.signal import lfilter  # here: the Triton stub need not load scipy idle
+
         ema, _ = lfilter([a], [1.0, a - 1.0], u, zi=[(1 - a) * ema0])
 
         out = np.empty((m, N_TEMPORAL))

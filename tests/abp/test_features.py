@@ -166,6 +166,9 @@ def test_derived_ratios_on_a_hand_built_row() -> None:
         "graphics_clock_of_max": 0.5, "sm_clock_of_max": 0.25, "mem_clock_of_max": 1.0,
         "graphics_clock_of_app": 0.6, "mem_clock_of_app": 1.25, "fb_used_of_total": 0.75,
         "temp_of_slowdown": 0.5, "mem_util_per_gpu_util": 2.0,
+        # locks: busy 50% with the core at a quarter of its maximum, memory at its maximum
+        "busy_sm_clock_deficit": 0.375, "busy_mem_clock_deficit": 0.0,
+        "membus_sm_clock_deficit": 0.75, "cool_busy_sm_clock_deficit": 0.1875,
     }  # fmt: skip
     assert set(expected) == {n.removeprefix(DERIVED_PREFIX) for n in DERIVED}
     for name, value in expected.items():

@@ -13,6 +13,8 @@ from secml.abp import model as m
 from secml.abp.features import FEATURE_SUFFIXES, N_FEATURES, to_matrix
 from secml.abp.temporal import TEMPORAL, TemporalState
 
+UTIL = FEATURE_SUFFIXES.index("utilization.gpu_util")
+
 J = {s: j for j, s in enumerate(FEATURE_SUFFIXES)}
 COL = {n: j for j, n in enumerate(t.removeprefix("temporal.") for t in TEMPORAL)}
 
@@ -97,6 +99,75 @@ def test_calibrated_threshold_meets_the_target_fpr() -> None:
         # the lowest such threshold: one benign score more would be flagged just below it
         assert (s[y == 0] >= np.nextafter(np.float32(t), np.float32(0))).mean() > target or t <= 0
     assert m.recall_at_fpr(y, s, 0.0) == pytest.approx((s[y == 1] > s[y == 0].max()).mean())
+
+
+def test_rows_with_utilisation_na_get_their_own_threshold_mapped_onto_the_shared_one() -> None:
+    rng = np.random.default_rng(1)
+    s = rng.random(4000).astype(np.float32)
+    na = rng.random(4000) < 0.3
+    t, tn = 0.6, 0.95
+    out = m.rescale_na(s, na, t, tn)
+    np.testing.assert_array_equal(out[~na], s[~na])  # readable rows untouched
+    # monotone within the N/A regime, and its threshold lands exactly on the shared one
+    order = np.argsort(s[na])
+    assert (np.diff(out[na][order]) >= 0).all()
+    np.testing.assert_array_equal(out[na] >= np.float32(t), s[na] >= np.float32(tn))
+    assert (out >= 0).all() and (out <= 1).all()
+
+
+def _regime_scorer(na_benign: tuple[float, float]):
+    """A scorer (a fit's result) whose benign rows score per regime: N/A rows ``na_benign``."""
+
+    def fit(_train: m.Dataset):
+        def score(d: m.Dataset) -> np.ndarray:
+            rng = np.random.default_rng(len(d))
+            na = np.isnan(d.X[:, UTIL])
+            s = np.where(na, rng.uniform(*na_benign, len(d)), rng.uniform(0.0, 0.5, len(d)))
+            return np.where(d.y == 1, rng.uniform(0.9, 1.0, len(d)), s).astype(np.float32)
+
+        return score
+
+    return fit
+
+
+def _with_mig(ds: m.Dataset) -> m.Dataset:
+    X = ds.X.copy()
+    gpus = np.unique(ds.gpu)
+    X[np.isin(ds.gpu, gpus[: len(gpus) // 3]), UTIL] = np.nan  # a third of the boards: MIG
+    return m.Dataset(X, ds.y, ds.gpu, ds.time, ds.profile, ds.T)
+
+
+def test_calibration_keeps_each_regime_at_the_target_fpr(fleet) -> None:
+    """MIG-like rows (utilisation N/A) scoring high must not take the shared FPR budget."""
+    ds, target = _with_mig(fleet.ds), 0.01
+    t, info = m.oof_threshold(ds, _regime_scorer((0.3, 0.95)), target, split_na=True)
+    assert info["na_threshold"] > t  # the N/A regime is the stricter one
+    # one pooled threshold would have been spent on the N/A rows
+    pooled, _ = m.oof_threshold(ds, _regime_scorer((0.3, 0.95)), target)
+    assert pooled > 0.5
+    s = _regime_scorer((0.3, 0.95))(ds)(ds)
+    na = np.isnan(ds.X[:, UTIL])
+    out = m.rescale_na(s, na, t, info["na_threshold"])
+    for regime in (na, ~na):
+        benign = regime & (ds.y == 0)
+        assert (out[benign] >= t).mean() <= target + 1e-9
+    # readable miners are all caught; N/A ones where they beat their regime's threshold
+    assert (out[(ds.y == 1) & ~na] >= t).all()
+    mig = (ds.y == 1) & na
+    np.testing.assert_array_equal(out[mig] >= t, s[mig] >= info["na_threshold"])
+    # never loosened: N/A rows that score low keep the pooled threshold
+    t2, info2 = m.oof_threshold(ds, _regime_scorer((0.0, 0.2)), target, split_na=True)
+    assert "na_threshold" not in info2
+
+
+def test_a_booster_with_an_na_threshold_rescales_na_rows_wherever_it_scores(fleet) -> None:
+    ds = _with_mig(fleet.ds)
+    booster = m.train(ds, m.TrainParams(n_estimators=20, max_depth=3, latch=False))
+    plain = m.score(booster, ds.X)
+    booster.set_attr(threshold="0.6", na_threshold="0.9")
+    again = m.load_booster(m.save_booster(booster))
+    na = np.isnan(ds.X[:, UTIL])
+    np.testing.assert_array_equal(m.score(again, ds.X), m.rescale_na(plain, na, 0.6, 0.9))
 
 
 def test_temporal_booster_stores_its_features_threshold_and_scores_through_state(fleet) -> None:
