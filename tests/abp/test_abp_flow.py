@@ -127,7 +127,7 @@ def test_deployment_runs_from_prefect_with_parameters(first, fleet, prefect_work
     from prefect.deployments import run_deployment
 
     name = f"abp-nvsmi-xgb-deployed-{uuid.uuid4().hex[:6]}"
-    params = {"data": [str(fleet.data)], "min_f1": 0.5, "model_name": name,
+    params = {"data": [str(fleet.data)], "min_f1": 0.5, "min_recall": 0.0, "model_name": name,
               "n_estimators": 10, "max_depth": 3}  # fmt: skip
     run = run_deployment("abp-train/default", parameters=params, timeout=480)
     assert run.state is not None and run.state.is_completed(), run.state
