@@ -316,6 +316,17 @@ def abp_tune(
         base = m.TrainParams(seed=seed)
         held_default = heldout(train, test, base, fpr)
         held_best = heldout(train, test, m.TrainParams(**best_params, seed=seed), fpr)
+        # what the next abp-train uses: the study's best only where it does at least as well
+        # as the defaults on the held-out GPUs too (the folds' winner can be the folds' luck)
+        study_best = best_params
+        chosen = "study" if held_best[metric] >= held_default[metric] else "defaults"
+        if chosen == "defaults":
+            best_params = {k: v for k, v in defaults.items()}
+            logger.info(
+                "abp-tune: the study's best did worse on the held-out GPUs (%s %.4f vs %.4f); "
+                "the next abp-train keeps the defaults", metric, held_best[metric],
+                held_default[metric],
+            )  # fmt: skip
         counts = {s: sum(1 for t in trials if t["state"] == s) for s in ("complete", "pruned")}
         mlflow.log_metrics(
             {f"best_cv_{metric}": float(best.value), "trials_complete": counts["complete"],
@@ -325,13 +336,17 @@ def abp_tune(
             | {f"heldout_{k}_best": v for k, v in held_best.items() if np.isfinite(v)}
         )  # fmt: skip
         mlflow.set_tags({"best_params": json.dumps(best_params, sort_keys=True),
-                         "best_trial": str(best.number)})  # fmt: skip
-        mlflow.log_dict({"best_params": best_params, "trials": trials}, "study.json")
+                         "study_best_params": json.dumps(study_best, sort_keys=True),
+                         "chosen": chosen, "best_trial": str(best.number)})  # fmt: skip
+        mlflow.log_dict({"best_params": best_params, "study_best_params": study_best,
+                         "chosen": chosen, "trials": trials}, "study.json")  # fmt: skip
         log_plots(study)
     summary = {
         "run_id": run.info.run_id,
         "study": name,
         "best_params": best_params,
+        "study_best_params": study_best,
+        "chosen": chosen,
         "best_trial": best.number,
         f"best_cv_{metric}": float(best.value),
         f"default_cv_{metric}": default_value,

@@ -33,6 +33,13 @@ def test_defaults_are_trial_zero_and_best_is_no_worse(study) -> None:
     for key in ("pr_auc", "roc_auc", "target_fpr_recall"):
         assert 0.0 <= study["heldout_best"][key] <= 1.0
         assert 0.0 <= study["heldout_default"][key] <= 1.0
+    # what the next abp-train gets is no worse than the defaults on the held-out GPUs
+    better = study["heldout_best"]["pr_auc"] >= study["heldout_default"]["pr_auc"]
+    assert study["chosen"] == ("study" if better else "defaults")
+    if not better:  # trial 0's parameters: the defaults (trees capped at max_estimators)
+        assert study["best_params"] == pytest.approx(trials[0]["params"])
+    else:
+        assert study["best_params"] == study["study_best_params"]
 
 
 def test_trials_are_nested_runs_with_plots(study, model_name) -> None:
