@@ -133,7 +133,7 @@ def duo_batches(draw: st.DrawFn, base: list[dict]) -> list[dict]:
 
 
 def _assert_close(got: object, want: object, path: str = "") -> None:
-    """Equal structures; floats within 1e-9 relative (1e-15 absolute)."""
+    """Equal structures; floats within 1e-6 relative (1e-7 absolute)."""
     if isinstance(want, dict):
         assert isinstance(got, dict) and got.keys() == want.keys(), path
         for k in want:
@@ -143,7 +143,7 @@ def _assert_close(got: object, want: object, path: str = "") -> None:
         for i, (g, w) in enumerate(zip(got, want, strict=True)):
             _assert_close(g, w, f"{path}[{i}]")
     elif isinstance(want, float) and not isinstance(want, bool):
-        assert got == pytest.approx(want, rel=1e-9, abs=1e-15, nan_ok=True), path
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-7, nan_ok=True), path
     else:
         assert got == want, path
 
@@ -164,9 +164,11 @@ def test_dfp_parity_with_in_process_scoring(synced, dfp_production):
         scored = score_dfp_events(process_records(batch, "duo"), "duo", registry)
         expected = dfp_results(scored, "duo", synced.dfp_z_threshold, len(batch))
         for s, e in zip(served, expected, strict=True):
-            # the same answers: every key, string and flag alike; floats to 1e-9 relative, as
-            # numpy 1.26 (Triton's environment) and numpy 2 may round reductions (mean |z|)
-            # and ae_surprisal (np.interp + log10) apart in the last bits
+            # the same answers: every key, string and flag alike; floats to float32 rounding
+            # (1e-6 relative): Triton runs one forward per model group, whose float32
+            # reconstructions (the "expected" values) round apart from a per-user forward in
+            # the last bits, and numpy 1.26 (Triton's environment) and numpy 2 round reductions
+            # (mean |z|, ae_surprisal) apart too
             _assert_close({k: s[k] for k in e}, dict(e))
 
     check()
