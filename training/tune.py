@@ -321,7 +321,7 @@ def abp_tune(
         study_best = best_params
         chosen = "study" if held_best[metric] >= held_default[metric] else "defaults"
         if chosen == "defaults":
-            best_params = {k: v for k, v in defaults.items()}
+            best_params = dict(defaults)
             logger.info(
                 "abp-tune: the study's best did worse on the held-out GPUs (%s %.4f vs %.4f); "
                 "the next abp-train keeps the defaults", metric, held_best[metric],

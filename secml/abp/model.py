@@ -386,7 +386,7 @@ def per_sample_evidence(ds: Dataset) -> Dataset:
     draws under ``IDLE_POWER_SHARE`` of the most that GPU draws in ``ds`` (a MIG miner's pauses
     otherwise taught the model that an idle MIG board mines).
     """
-    util = ds.X[:, FEATURES.index(PREFIX + "utilization.gpu_util")]
+    util = ds.X[:, _UTIL_COL]
     idle = util < BUSY_UTIL
     na = np.isnan(util)
     if na.any():
@@ -619,13 +619,11 @@ def oof_threshold(
     if split_na and (y[na] == 0).any() and (y[~na] == 0).any():
         # only ever stricter for the N/A rows: a few MIG boards' benign rows are too small a
         # sample to loosen a threshold on, but enough to show they would take the budget
-        threshold = calibrate_threshold(y[~na], s[~na], target_fpr)
+        readable = calibrate_threshold(y[~na], s[~na], target_fpr)
         na_threshold = calibrate_threshold(y[na], s[na], target_fpr)
-        if na_threshold > threshold:
-            extra["na_threshold"] = na_threshold
+        if na_threshold > readable:
+            threshold, extra["na_threshold"] = readable, na_threshold
             s = rescale_na(s, na, threshold, na_threshold)
-        else:
-            threshold = calibrate_threshold(y, s, target_fpr)
     pred = s >= threshold
     return threshold, {
         "threshold": threshold,
