@@ -35,6 +35,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     case,
     create_engine,
     func,
@@ -284,11 +285,12 @@ class DetectionStore:
                         for u in new
                     ],
                 )
-            for u in old:
+            if old:  # one executemany, not one statement per user
                 conn.execute(
                     t.update()
-                    .where(t.c.source == source, t.c.user == u)
-                    .values(state=dict(states[u]), updated_at=now)
+                    .where(t.c.source == source, t.c.user == bindparam("b_user"))
+                    .values(state=bindparam("b_state", type_=t.c.state.type), updated_at=now),
+                    [{"b_user": u, "b_state": dict(states[u])} for u in old],
                 )
         return len(new) + len(old)
 

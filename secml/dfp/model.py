@@ -446,16 +446,19 @@ class AutoEncoder:
         out["mean_abs_z"] = got.mean_abs_z
         return pd.DataFrame(out, index=df.index)
 
+    def _for_inference(self, x: _Tensors) -> _Tensors:
+        """``x`` on the model's device, the network fitted and in eval mode."""
+        self._require_fitted()
+        assert self.net is not None
+        if self.net.training:
+            self.net.eval()
+        return x if x.num.device == self.device else x.to(self.device)
+
     def score_tensors(self, x: _Tensors, batch: int = 8192) -> Scores:
         """Losses, absolute z-scores and reconstructions of encoded rows: one forward per
         chunk of ``batch`` rows gives both the losses and the predictions (what ``score``
         and the served model both report)."""
-        self._require_fitted()
-        assert self.net is not None
-        if x.num.device != self.device:
-            x = x.to(self.device)
-        if self.net.training:
-            self.net.eval()
+        x = self._for_inference(x)
         c = self.config
         losses, nums, bins, cats = [], [], [], []
         with torch.inference_mode():
@@ -491,6 +494,27 @@ class AutoEncoder:
             max_abs_z=zs.max(axis=1) if n else np.zeros(0),
             mean_abs_z=zs.mean(axis=1) if n else np.zeros(0),
         )
+
+    def forward_losses(
+        self, x: _Tensors
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
+        """One forward of encoded rows (one chunk of ``score_tensors``, the same ops): float32
+        per-feature losses, the scaled numeric reconstructions (float32, None without numeric
+        features), binary logits > 0 (None without binary features) and the predicted
+        category codes (int64, rows x categorical). Serving turns many models' outputs into
+        z-scores and reconstructions in one pass (``secml.dfp.serve``)."""
+        x = self._for_inference(x)
+        with torch.inference_mode():
+            outputs = self.net(x.num, x.binary, x.cat)
+            loss = _losses(outputs, x).cpu().numpy()
+            num_out, bin_out, cat_out = outputs
+            if cat_out:
+                codes = torch.stack([o.argmax(dim=1) for o in cat_out], dim=1).cpu().numpy()
+            else:
+                codes = np.zeros((len(x), 0), dtype=np.int64)
+            num = None if num_out is None else num_out.cpu().numpy()
+            binary = None if bin_out is None else (bin_out > 0).cpu().numpy()
+        return loss, num, binary, codes
 
     # ------------------------------------------------------------------ persistence
     def to(self, device: str | torch.device) -> AutoEncoder:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -264,36 +265,41 @@ class DfpScorer:
             raise NotSyncedError(f"DFP {source} ({exc})") from exc
         feats = spec.all
         z = np.full((n, len(feats)), np.nan)
-        pred_cat = np.full((n, len(spec.categorical)), "", dtype=object)
+        pred_cat = np.full((n, len(spec.categorical)), b"", dtype=object)
         pred_num = np.full((n, len(spec.numeric)), np.nan)
         pred_bin = np.zeros((n, len(spec.binary)), dtype=bool)
         stats = np.full((n, len(STAT_COLUMNS)), np.nan)
         labels = np.empty((n, 1), dtype=object)
+        whole: list[tuple[np.ndarray, _Plan, tuple, Any]] = []  # models reading every feature
         for label, ks in groups.items():
             idx = np.asarray(ks, dtype=np.int64)
             ae = models[label]
-            cfg = ae.config
-            try:
-                ci = [spec.categorical.index(f) for f in cfg.categorical]
-                ni = [spec.numeric.index(f) for f in cfg.numeric]
-                bi = [spec.binary.index(f) for f in cfg.binary]
-            except ValueError as exc:
-                raise ValueError(f"model {label} reads a feature {source} lacks: {exc}") from exc
+            plan = _plan(ae, source, label)
+            labels[idx, 0] = plan.label
+            if plan.whole:  # one forward; z-scores and reconstructions below, in one pass
+                x = ae.encode_arrays(
+                    numeric[idx], binary[idx], [categorical[idx, j] for j in plan.ci]
+                )
+                whole.append((idx, plan, ae.forward_losses(x), ae))
+                continue
             x = ae.encode_arrays(
-                numeric[np.ix_(idx, ni)], binary[np.ix_(idx, bi)], [categorical[idx, j] for j in ci]
+                numeric[np.ix_(idx, plan.ni)],
+                binary[np.ix_(idx, plan.bi)],
+                [categorical[idx, j] for j in plan.ci],
             )
             got = ae.score_tensors(x)
-            z[np.ix_(idx, [feats.index(f) for f in ae.features])] = got.z
-            for j, f in zip(ci, cfg.categorical, strict=True):
-                pred_cat[idx, j] = got.preds[f]
-            for j, f in zip(ni, cfg.numeric, strict=True):
+            z[np.ix_(idx, plan.fi)] = got.z
+            for j, f in zip(plan.ci, ae.config.categorical, strict=True):
+                pred_cat[idx, j] = [str(v).encode() for v in got.preds[f]]
+            for j, f in zip(plan.ni, ae.config.numeric, strict=True):
                 pred_num[idx, j] = got.preds[f]
-            for j, f in zip(bi, cfg.binary, strict=True):
+            for j, f in zip(plan.bi, ae.config.binary, strict=True):
                 pred_bin[idx, j] = got.preds[f]
             stats[idx, 0] = got.mean_abs_z
             stats[idx, 1] = got.max_abs_z
             stats[idx, 2] = ae.surprisal(got.mean_abs_z)
-            labels[idx, 0] = label.encode()
+        if whole:
+            _score_whole(whole, z, pred_cat, pred_num, pred_bin, stats)
         contrib = np.zeros((n, len(HISTORY_RISK) + 1), dtype=np.float32)
         if risk is None:
             anomaly = stats[:, 0] > self.threshold
@@ -309,7 +315,7 @@ class DfpScorer:
         return {
             MODEL: labels,
             Z: z,
-            PRED_CATEGORICAL: _utf8(pred_cat),
+            PRED_CATEGORICAL: pred_cat,
             PRED_NUMERIC: pred_num,
             PRED_BINARY: pred_bin,
             STATS: stats,
@@ -318,11 +324,104 @@ class DfpScorer:
         }
 
 
-def _utf8(values: np.ndarray) -> np.ndarray:
-    """An object array of strings as UTF-8 bytes (a BYTES tensor)."""
-    out = np.empty(values.shape, dtype=object)
-    out.flat = [str(v).encode() for v in values.flat]
-    return out
+@dataclass
+class _Plan:
+    """How one model's features sit among its source's (``FEATURES[source]``), and what
+    serving reads of the model on every request, built once per loaded model."""
+
+    ci: list[int]  # the model's categorical features' columns in CATEGORICAL
+    ni: list[int]
+    bi: list[int]
+    fi: list[int]  # the model's features (``AutoEncoder.features``) in ``spec.all``
+    whole: bool  # the model reads every feature of its source, in the source's order
+    loss_mean: np.ndarray
+    loss_std: np.ndarray
+    num_mean: np.ndarray
+    num_std: np.ndarray
+    categories: list[np.ndarray]  # per categorical feature: code -> UTF-8 category
+    label: bytes  # ``name:version`` (UTF-8)
+
+
+_plans: weakref.WeakKeyDictionary[Any, dict[str, _Plan]] = weakref.WeakKeyDictionary()
+_plans_lock = threading.Lock()
+
+
+def _plan(ae: Any, source: str, label: str) -> _Plan:
+    """The serving plan of model ``ae`` (``label``: ``name:version``) for ``source``, cached
+    while the model is loaded."""
+    with _plans_lock:
+        per = _plans.setdefault(ae, {})
+        plan = per.get(source)
+    if plan is not None:
+        return plan
+    spec = FEATURES[source]
+    cfg = ae.config
+    try:
+        ci = [spec.categorical.index(f) for f in cfg.categorical]
+        ni = [spec.numeric.index(f) for f in cfg.numeric]
+        bi = [spec.binary.index(f) for f in cfg.binary]
+        fi = [spec.all.index(f) for f in ae.features]
+    except ValueError as exc:
+        raise ValueError(f"model {label} reads a feature {source} lacks: {exc}") from exc
+    mean, std = ae._loss_scale()  # noqa: SLF001 - the model's own cached loss scale
+    plan = _Plan(
+        ci,
+        ni,
+        bi,
+        fi,
+        fi == list(range(len(spec.all))),
+        mean,
+        std,
+        np.array([ae.num_mean[c] for c in cfg.numeric], dtype=np.float64),
+        np.array([ae.num_std[c] for c in cfg.numeric], dtype=np.float64),
+        [
+            np.array([str(v).encode() for v in ae.categories[c]], dtype=object)
+            for c in cfg.categorical
+        ],
+        label.encode(),
+    )
+    with _plans_lock:
+        _plans.setdefault(ae, {})[source] = plan
+    return plan
+
+
+def _score_whole(
+    parts: list[tuple[np.ndarray, _Plan, tuple, Any]],
+    z: np.ndarray,
+    pred_cat: np.ndarray,
+    pred_num: np.ndarray,
+    pred_bin: np.ndarray,
+    stats: np.ndarray,
+) -> None:
+    """Fill the outputs' rows of models that read every feature from their forwards
+    (``AutoEncoder.forward_losses``): the arithmetic of ``AutoEncoder.score_tensors``, element
+    for element, over every model's rows at once."""
+    sizes = [len(p[0]) for p in parts]
+    rows = np.concatenate([p[0] for p in parts])
+    plans = [p[1] for p in parts]
+    outs = [p[2] for p in parts]
+    loss = np.concatenate([out[0] for out in outs]).astype(np.float64)
+    mean = np.repeat(np.stack([p.loss_mean for p in plans]), sizes, axis=0)
+    std = np.repeat(np.stack([p.loss_std for p in plans]), sizes, axis=0)
+    zs = np.abs(loss - mean) / std
+    z[rows] = zs
+    if pred_num.shape[1]:
+        num = np.concatenate([out[1] for out in outs]).astype(np.float64)
+        nstd = np.repeat(np.stack([p.num_std for p in plans]), sizes, axis=0)
+        nmean = np.repeat(np.stack([p.num_mean for p in plans]), sizes, axis=0)
+        pred_num[rows] = num * nstd + nmean
+    if pred_bin.shape[1]:
+        pred_bin[rows] = np.concatenate([out[2] for out in outs])
+    mean_z = zs.mean(axis=1)
+    stats[rows, 0] = mean_z
+    stats[rows, 1] = zs.max(axis=1)
+    start = 0
+    for (idx, plan, out, ae), k in zip(parts, sizes, strict=True):
+        codes = out[3]
+        for j, values in enumerate(plan.categories):
+            pred_cat[idx, j] = values[codes[:, j]]
+        stats[idx, 2] = ae.surprisal(mean_z[start : start + k])
+        start += k
 
 
 def score_dfp_events(events: pd.DataFrame, source: str, registry: Any) -> pd.DataFrame:
