@@ -9,9 +9,10 @@ over the window (the baseline is the same stack's RSS at the window's start). Ea
 its process group and every descendant (Triton's python-backend stubs, server workers), see
 :func:`secml.stack.tree_pids`. RSS counts pages shared between processes once per process (an
 upper bound; the budget is checked on it); PSS splits them (what the stack really holds).
-``--processes`` also lists every process with its RSS.
+``--processes`` also lists every process with its RSS. ``--running`` measures the stack ``make up``
+started instead (e.g. after ``make demo``: models synced, flows run) and leaves it running.
 
-Usage: ``python -m bench.bench_stack --seconds 60``.
+Usage: ``python -m bench.bench_stack --seconds 60``, ``python -m bench.bench_stack --running``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from secml.settings import Settings
+from secml.settings import Settings, get_settings
 from secml.stack import (
     SERVICES,
     Stack,
@@ -72,7 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="idle window to measure")
     parser.add_argument("--settle", type=float, default=20.0, help="wait after every service is up")
     parser.add_argument("--processes", action="store_true", help="list every process's RSS")
+    parser.add_argument(
+        "--running",
+        action="store_true",
+        help="measure the stack `make up` started (no start, no stop, no settle)",
+    )
     args = parser.parse_args(argv)
+    if args.running:
+        stack = Stack(get_settings())
+        pids = {svc.name: stack.pid(svc.name) for svc in SERVICES}
+        pids = {n: p for n, p in pids.items() if p}
+        if not pids:
+            print(f"no service of `make up` runs (run dir {stack.settings.run_dir})")
+            return 1
+        measure(pids, args.seconds, args.processes)
+        return 0
 
     tmp = Path(tempfile.mkdtemp(prefix="secml-bench-stack-"))
     local_secrets.ensure(tmp)
@@ -94,47 +109,50 @@ def main(argv: list[str] | None = None) -> int:
         print(f"every service ready in {time.monotonic() - t0:.0f} s; settling {args.settle:.0f} s")
         time.sleep(args.settle)
         pids = {svc.name: stack.pid(svc.name) for svc in SERVICES}
-        pids = {n: p for n, p in pids.items() if p}
-        cpu0 = {n: group_cpu_s(p) for n, p in pids.items()}
-        rss0 = {n: group_rss_mb(p) for n, p in pids.items()}
-        w0 = time.monotonic()
-        time.sleep(args.seconds)
-        wall = time.monotonic() - w0
-        cpu1 = {n: group_cpu_s(p) for n, p in pids.items()}
-        rss1 = {n: group_rss_mb(p) for n, p in pids.items()}
-        pss1 = {n: group_pss_mb(p) for n, p in pids.items()}
-        nproc = {n: len(tree_pids(p)) for n, p in pids.items()}
-        print(f"\nidle window {wall:.0f} s, {len(pids)} services")
-        print(
-            f"{'service':<18}{'procs':>6}{'idle CPU %':>11}{'RSS start':>11}{'RSS end':>10}"
-            f"{'PSS end':>10}"
-        )
-        for n in pids:
-            pct = 100 * (cpu1[n] - cpu0[n]) / wall
-            print(
-                f"{n:<18}{nproc[n]:>6}{pct:>10.2f}%{rss0[n]:>9.0f} M{rss1[n]:>8.0f} M"
-                f"{pss1[n]:>8.0f} M"
-            )
-        if args.processes:
-            print("\nprocesses (pid, RSS, command)")
-            for n, p in pids.items():
-                print_processes(n, p)
-        worst = max(pids, key=lambda n: cpu1[n] - cpu0[n])
-        worst_pct = 100 * (cpu1[worst] - cpu0[worst]) / wall
-        total0, total1 = sum(rss0.values()), sum(rss1.values())
-        print(
-            f"\ntotal RSS {total1:.0f} MiB = {total1 / RSS_BUDGET_MIB:.2f}x the "
-            f"{RSS_BUDGET_MIB:.0f} MiB budget; growth over the window {total1 / total0:.3f}x; "
-            f"total PSS {sum(pss1.values()):.0f} MiB"
-        )
-        print(
-            f"highest idle CPU: {worst} {worst_pct:.2f}% = {worst_pct / CPU_BUDGET_PCT:.2f}x "
-            f"the {CPU_BUDGET_PCT:.0f}% budget"
-        )
+        measure({n: p for n, p in pids.items() if p}, args.seconds, args.processes)
         return 0
     finally:
         stack.down(timeout_s=5)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(pids: dict[str, int], seconds: float, processes: bool) -> None:
+    """Print each service's idle CPU and memory over ``seconds`` (service -> its group's PID)."""
+    cpu0 = {n: group_cpu_s(p) for n, p in pids.items()}
+    rss0 = {n: group_rss_mb(p) for n, p in pids.items()}
+    w0 = time.monotonic()
+    time.sleep(seconds)
+    wall = time.monotonic() - w0
+    cpu1 = {n: group_cpu_s(p) for n, p in pids.items()}
+    rss1 = {n: group_rss_mb(p) for n, p in pids.items()}
+    pss1 = {n: group_pss_mb(p) for n, p in pids.items()}
+    nproc = {n: len(tree_pids(p)) for n, p in pids.items()}
+    print(f"\nidle window {wall:.0f} s, {len(pids)} services")
+    print(
+        f"{'service':<18}{'procs':>6}{'idle CPU %':>11}{'RSS start':>11}{'RSS end':>10}"
+        f"{'PSS end':>10}"
+    )
+    for n in pids:
+        pct = 100 * (cpu1[n] - cpu0[n]) / wall
+        print(
+            f"{n:<18}{nproc[n]:>6}{pct:>10.2f}%{rss0[n]:>9.0f} M{rss1[n]:>8.0f} M{pss1[n]:>8.0f} M"
+        )
+    if processes:
+        print("\nprocesses (pid, RSS, command)")
+        for n, p in pids.items():
+            print_processes(n, p)
+    worst = max(pids, key=lambda n: cpu1[n] - cpu0[n])
+    worst_pct = 100 * (cpu1[worst] - cpu0[worst]) / wall
+    total0, total1 = sum(rss0.values()), sum(rss1.values())
+    print(
+        f"\ntotal RSS {total1:.0f} MiB = {total1 / RSS_BUDGET_MIB:.2f}x the "
+        f"{RSS_BUDGET_MIB:.0f} MiB budget; growth over the window {total1 / total0:.3f}x; "
+        f"total PSS {sum(pss1.values()):.0f} MiB"
+    )
+    print(
+        f"highest idle CPU: {worst} {worst_pct:.2f}% = {worst_pct / CPU_BUDGET_PCT:.2f}x "
+        f"the {CPU_BUDGET_PCT:.0f}% budget"
+    )
 
 
 if __name__ == "__main__":

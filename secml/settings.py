@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # serving threads: XGBoost / torch threads per Triton model instance (1: instances = cores)
     serving_xgb_threads: int = Field(1, ge=1, description="XGBoost threads per model instance")
     serving_torch_threads: int = Field(1, ge=1, description="torch threads per model instance")
-    sync_poll_s: float = Field(2.0, gt=0, description="serving sync: MLflow alias poll period")
+    sync_poll_s: float = Field(3.0, gt=0, description="serving sync: MLflow alias poll period")
     sync_metrics_port: int = 8092  # the sync loop's /metrics
 
     # ui

@@ -76,20 +76,33 @@ class RegistryRest:
         v = mv["model_version"]
         return ModelVersion(v["name"], str(v["version"]), v.get("run_id") or None)
 
+    def version(self, name: str, version: str) -> ModelVersion:
+        """Registered model ``name``'s version ``version``."""
+        v = self._get("mlflow/model-versions/get", name=name, version=version)["model_version"]
+        return ModelVersion(v["name"], str(v["version"]), v.get("run_id") or None)
+
     def aliases(self, prefix: str, alias: str) -> dict[str, str]:
         """Every registered model named ``prefix*`` that has ``alias`` -> its version."""
+        return self._search_aliases(alias, prefix)
+
+    def all_aliases(self, alias: str) -> dict[str, str]:
+        """Every registered model that has ``alias`` -> its version: one request per
+        ``PAGE_SIZE`` models (the sync loop's whole poll of the registry)."""
+        return self._search_aliases(alias, None)
+
+    def _search_aliases(self, alias: str, prefix: str | None) -> dict[str, str]:
         out: dict[str, str] = {}
         token = None
         while True:
             page = self._get(
                 "mlflow/registered-models/search",
-                filter=f"name LIKE '{prefix}%'",
+                filter=f"name LIKE '{prefix}%'" if prefix else None,
                 max_results=PAGE_SIZE,
                 page_token=token,
             )
             for m in page.get("registered_models", []):
                 got = {a["alias"]: str(a["version"]) for a in m.get("aliases", [])}
-                if alias in got and m["name"].startswith(prefix):
+                if alias in got and m["name"].startswith(prefix or ""):
                     out[m["name"]] = got[alias]
             token = page.get("next_page_token")
             if not token:

@@ -15,8 +15,10 @@ next sync so requests that already resolved it finish.
 
 Run once after a training flow (``sync_all()``), on a schedule (``python -m serving.sync
 --poll 30``) or as the Prefect flow ``serving-sync`` (``serving.sync_flow``). The poll loop
-stays light: the registry is read over MLflow's REST API (``serving.registry_rest``), and
-neither Prefect, the mlflow client nor torch is imported by it.
+stays light, for itself and for MLflow: the registry is read over MLflow's REST API
+(``serving.registry_rest``), one request a round (every production alias, ABP's and DFP's, from
+one registered-model search) over connections kept for the loop's life, and neither Prefect,
+the mlflow client nor torch is imported by it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import json
 import logging
 import shutil
 import signal
+import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -98,6 +104,25 @@ def _download(client: RegistryRest, name: str, version: str, dst: Path) -> Path:
         raise SyncError(f"downloading {name} version {version} from MLflow failed: {exc}") from exc
 
 
+# the child process of TritonRepo.load: one repository-API load over gRPC; the arguments (and
+# the admin key) come as JSON on stdin, Triton's refusal is the last line of stderr (exit 1)
+GRPC_LOAD = """\
+import json, sys
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+a = json.loads(sys.stdin.read())
+client = grpcclient.InferenceServerClient(a["url"])
+try:
+    client.load_model(
+        a["model"], config=a["config"], headers=a["headers"], client_timeout=a["timeout"]
+    )
+except InferenceServerException as exc:
+    sys.exit(exc.message())
+finally:
+    client.close()
+"""
+
+
 class TritonRepo:
     """Triton's model repository API (explicit model control), synchronous."""
 
@@ -138,22 +163,34 @@ class TritonRepo:
             return False
 
     def load(self, model: str, config: dict[str, Any] | None = None) -> None:
-        """(Re)load ``model``; with ``config``, override its config.pbtxt for this load."""
-        import tritonclient.grpc as grpcclient
-        from tritonclient.utils import InferenceServerException
+        """(Re)load ``model``; with ``config``, override its config.pbtxt for this load.
 
-        client = grpcclient.InferenceServerClient(self.grpc_url)
+        The gRPC call runs in a short-lived child process (:data:`GRPC_LOAD`, its arguments and
+        the admin key on its stdin): grpcio, numpy and tritonclient would otherwise stay in the
+        poll loop's memory for good after its first swap (~30 MiB of its RSS), for a call made
+        once per promotion; the child costs ~0.3 s of start-up then.
+        """
+        args = {
+            "url": self.grpc_url,
+            "model": model,
+            "config": json.dumps(config) if config is not None else None,
+            "headers": self.admin_headers,
+            "timeout": self.timeout_s,
+        }
         try:
-            client.load_model(
-                model,
-                config=json.dumps(config) if config is not None else None,
-                headers=self.admin_headers,
-                client_timeout=self.timeout_s,
+            done = subprocess.run(
+                [sys.executable, "-c", GRPC_LOAD],
+                input=json.dumps(args),
+                capture_output=True,
+                text=True,
+                timeout=self.timeout_s + 30,
+                check=False,
             )
-        except InferenceServerException as exc:
-            raise SyncError(f"Triton failed to load {model}: {exc.message()}") from exc
-        finally:
-            client.close()
+        except subprocess.TimeoutExpired as exc:
+            raise SyncError(f"Triton did not load {model} in {self.timeout_s:.0f}s") from exc
+        if done.returncode != 0:
+            why = done.stderr.strip()[-800:] or f"exit status {done.returncode}"
+            raise SyncError(f"Triton failed to load {model}: {why}")
 
     def version_ready(self, model: str, version: int) -> bool:
         """True when ``model`` version ``version`` answers ready."""
@@ -247,27 +284,55 @@ def swap_in(triton: TritonRepo, model: str, model_dir: Path, new: int) -> list[i
     return removed
 
 
-def sync_abp(settings: Settings | None = None, client: RegistryRest | None = None) -> SyncResult:
-    """Publish ``abp-nvsmi-xgb@production`` into Triton if it is not the version served."""
+def triton_repo(settings: Settings) -> TritonRepo:
+    """The repository client of the settings' Triton (with the admin key when set)."""
+    key = settings.triton_admin_key.get_secret_value() if settings.triton_admin_key else None
+    return TritonRepo(settings.triton_url or "", settings.triton_grpc_url or "", admin_key=key)
+
+
+def _down_or_ready(triton: TritonRepo, model: str, version: int) -> bool:
+    """True when ``model`` ``version`` answers ready or Triton does not answer at all (one
+    request: nothing to reload then)."""
+    try:
+        return triton.version_ready(model, version)
+    except httpx.HTTPError:
+        return True
+
+
+def sync_abp(
+    settings: Settings | None = None,
+    client: RegistryRest | None = None,
+    listing: dict[str, str] | None = None,
+    triton: TritonRepo | None = None,
+) -> SyncResult:
+    """Publish ``abp-nvsmi-xgb@production`` into Triton if it is not the version served.
+
+    ``listing`` (registered model -> production version, from :meth:`RegistryRest.all_aliases`)
+    saves asking MLflow; ``triton`` is a client kept by the caller (else one for this call).
+    """
     settings = settings or get_settings()
     client = client or _client(settings)
     model_dir = settings.triton_model_repository / ABP_MODEL
     try:
-        mv = client.version_by_alias(ABP_REGISTERED, PRODUCTION_ALIAS)
+        if listing is None:
+            mv = client.version_by_alias(ABP_REGISTERED, PRODUCTION_ALIAS)
+            version = None if mv is None else str(mv.version)
+        else:
+            mv, version = None, listing.get(ABP_REGISTERED)
     except Exception as exc:  # noqa: BLE001 - MLflow down: nothing to sync this round
         return SyncResult(ABP_MODEL, False, message=f"no {ABP_REGISTERED}@production: {exc}")
-    if mv is None:
+    if version is None:
         return SyncResult(ABP_MODEL, False, message=f"no {ABP_REGISTERED}@production yet")
-    version = str(mv.version)
     top, meta = served_abp(model_dir)
-    key = settings.triton_admin_key.get_secret_value() if settings.triton_admin_key else None
-    triton = TritonRepo(settings.triton_url or "", settings.triton_grpc_url or "", admin_key=key)
+    own = triton is None
+    triton = triton or triton_repo(settings)
     try:
         if meta is not None and str(meta.get("version")) == version:
-            if triton.reachable() and not triton.version_ready(ABP_MODEL, top):
+            if not _down_or_ready(triton, ABP_MODEL, top):
                 triton.load(ABP_MODEL)
                 triton.wait_ready(ABP_MODEL, top)
             return SyncResult(ABP_MODEL, False, version, top, "already served")
+        mv = mv or client.version(ABP_REGISTERED, version)  # the run id, only for a new version
         with tempfile.TemporaryDirectory(prefix="secml-sync-") as tmp:
             files = _download(client, ABP_REGISTERED, version, Path(tmp))
             new = write_abp_version(model_dir, ABP_REGISTERED, version, files, mv.run_id)
@@ -277,20 +342,28 @@ def sync_abp(settings: Settings | None = None, client: RegistryRest | None = Non
             return SyncResult(ABP_MODEL, True, version, new, msg)
         removed = swap_in(triton, ABP_MODEL, model_dir, new)
     finally:
-        triton.close()
+        if own:
+            triton.close()
     log.info("%s: serving %s:%s as Triton version %d", ABP_MODEL, ABP_REGISTERED, version, new)
     return SyncResult(ABP_MODEL, True, version, new, f"served; removed versions {removed}")
 
 
 # ---------------------------------------------------------------------------------- DFP
-def production_dfp(
-    client: RegistryRest, sources: tuple[str, ...] = ("duo", "azure")
-) -> dict[str, str]:
+DFP_SOURCES = ("duo", "azure")
+
+
+def production_dfp(client: RegistryRest, sources: tuple[str, ...] = DFP_SOURCES) -> dict[str, str]:
     """Every ``dfp-<source>-*`` registered model with a production alias -> its version."""
     out: dict[str, str] = {}
     for source in sources:
         out |= client.aliases(f"dfp-{source}-", PRODUCTION_ALIAS)
     return out
+
+
+def dfp_part(listing: dict[str, str], sources: tuple[str, ...] = DFP_SOURCES) -> dict[str, str]:
+    """The ``dfp-<source>-*`` entries of a listing of every production alias."""
+    prefixes = tuple(f"dfp-{source}-" for source in sources)
+    return {name: v for name, v in listing.items() if name.startswith(prefixes)}
 
 
 def _copy_autoencoder(downloaded: Path, dst: Path) -> None:
@@ -345,21 +418,35 @@ _RECENT = 'SELECT source, "user" FROM user_state ORDER BY updated_at DESC LIMIT 
 _engines: dict[str, Any] = {}
 
 
+def _recent_users(url: str, n: int) -> list[tuple[Any, Any]]:
+    """The ``n`` most recently updated (source, user) states of the store at ``url``. A SQLite
+    file is read with the standard library (read-only): the poll loop then never imports
+    SQLAlchemy (11 MiB of its RSS); other databases go through SQLAlchemy."""
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        path = url.removeprefix("sqlite:///").split("?", 1)[0]
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute(_RECENT.replace(":n", "?"), (n,)).fetchall()
+        finally:
+            conn.close()
+    from sqlalchemy import create_engine, text
+
+    engine = _engines.get(url) or _engines.setdefault(url, create_engine(url))
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(text(_RECENT), {"n": n}).all()]
+
+
 def hot_models(settings: Settings, served: dict[str, str]) -> list[str] | None:
     """The production models of the most recently active DFP users (the detections store's
     per-user states, newest first), at most ``dfp_model_cache_size``; None when the store
     cannot be read. Users scored by the generic model add nothing (it is always loaded)."""
-    from sqlalchemy import create_engine, text
-
     from secml.naming import user_to_model_name
 
     url = settings.store_url or ""
     if not url or not served:
         return None
     try:
-        engine = _engines.get(url) or _engines.setdefault(url, create_engine(url))
-        with engine.connect() as conn:
-            rows = conn.execute(text(_RECENT), {"n": 4 * settings.dfp_model_cache_size}).all()
+        rows = _recent_users(url, 4 * settings.dfp_model_cache_size)
     except Exception as exc:  # noqa: BLE001 - no store yet, or down: keep the last list
         log.debug("recent DFP users not read: %s", exc)
         return None
@@ -394,22 +481,47 @@ def _prune_dfp(dfp_dir: Path, keep: list[dict[str, str]]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- all
-def sync_all(settings: Settings | None = None) -> list[SyncResult]:
-    """Sync ABP and DFP; a failure of one does not stop the other."""
+def sync_all(
+    settings: Settings | None = None,
+    client: RegistryRest | None = None,
+    triton: TritonRepo | None = None,
+) -> list[SyncResult]:
+    """Sync ABP and DFP from one listing of the registry's production aliases; a failure of
+    one does not stop the other. ``client`` and ``triton`` are kept by the caller (the poll
+    loop); without them, clients for this call only."""
     settings = settings or get_settings()
-    client = _client(settings)
+    own = client is None
+    client = client or _client(settings)
     results = []
     try:
-        for fn in (sync_abp, sync_dfp):
-            try:
-                results.append(fn(settings, client))
-            except Exception as exc:  # noqa: BLE001 - report and carry on with the next detector
-                log.error("sync step %s failed: %s", fn.__name__, exc)
-                name = fn.__name__.removeprefix("sync_")
-                results.append(SyncResult(name, False, message=str(exc), failed=True))
+        try:
+            listing: dict[str, str] | None = client.all_aliases(PRODUCTION_ALIAS)
+            error = None
+        except Exception as exc:  # noqa: BLE001 - MLflow down: said by each step below
+            listing, error = None, exc
+        if listing is None:
+            msg = f"no {ABP_REGISTERED}@production: {error}"
+            results.append(SyncResult(ABP_MODEL, False, message=msg))
+        else:
+            results.append(_step(sync_abp, settings, client, listing, triton))
+        if listing is None:
+            log.error("sync step sync_dfp failed: %s", error)
+            results.append(SyncResult("dfp", False, message=str(error), failed=True))
+        else:
+            results.append(_step(sync_dfp, settings, client, dfp_part(listing)))
     finally:
-        client.close()
+        if own:
+            client.close()
     return results
+
+
+def _step(fn: Any, settings: Settings, *args: Any) -> SyncResult:
+    """One detector's sync step; an error becomes a failed result naming the step."""
+    try:
+        return fn(settings, *args)
+    except Exception as exc:  # noqa: BLE001 - report and carry on with the next detector
+        log.error("sync step %s failed: %s", fn.__name__, exc)
+        return SyncResult(fn.__name__.removeprefix("sync_"), False, message=str(exc), failed=True)
 
 
 def poll(
@@ -425,17 +537,22 @@ def poll(
     settings = settings or get_settings()
     interval_s = interval_s if interval_s is not None else settings.sync_poll_s
     stop = stop or threading.Event()
+    client, triton = _client(settings), triton_repo(settings)  # kept: no reconnect a round
     n = 0
-    while rounds is None or n < rounds:
-        for r in sync_all(settings):
-            outcome = "failed" if r.failed else ("changed" if r.changed else "unchanged")
-            metrics.SYNC_RUNS.labels(model=r.model, outcome=outcome).inc()
-            if r.changed:
-                log.info("sync: %s", r.to_dict())
-        metrics.SYNC_LAST.set_to_current_time()
-        n += 1
-        if (rounds is None or n < rounds) and stop.wait(interval_s):
-            return
+    try:
+        while rounds is None or n < rounds:
+            for r in sync_all(settings, client, triton):
+                outcome = "failed" if r.failed else ("changed" if r.changed else "unchanged")
+                metrics.SYNC_RUNS.labels(model=r.model, outcome=outcome).inc()
+                if r.changed:
+                    log.info("sync: %s", r.to_dict())
+            metrics.SYNC_LAST.set_to_current_time()
+            n += 1
+            if (rounds is None or n < rounds) and stop.wait(interval_s):
+                return
+    finally:
+        client.close()
+        triton.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -453,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     settings = get_settings()
     logging.basicConfig(level=settings.log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line for every poll's requests
     if args.poll is not None:
         if args.metrics_port:
             from prometheus_client import start_http_server

@@ -10,7 +10,9 @@ otherwise start after the spawn.
 
 The web server runs with ``pyarrow`` made unimportable (:data:`UNUSED`): MLflow's dataset
 classes import pandas, which imports pyarrow when it is installed, and the tracking server never
-uses it (only the HDFS artifact store would): 37 MiB less RSS.
+uses it (only the HDFS artifact store would): 37 MiB less RSS. The gateway runs under the same
+:data:`UVICORN` program (``secml.stack.services``): it never uses pyarrow either, and pandas
+(whose ``str`` dtype falls back to Python storage without it) would map ~38 MiB of it.
 
 Usage: ``python -m secml.stack.mlflow_server [mlflow server options]``.
 """

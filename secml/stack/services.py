@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from secml.settings import ROOT, Settings
 from secml.stack import readiness as ready
+from secml.stack.mlflow_server import UVICORN
 from secml.stack.preparation import (
     mlflow_command,
     mlflow_env,
@@ -99,8 +100,10 @@ SERVICES: tuple[Service, ...] = (
         "gateway",
         ("gateway_port",),
         lambda s: s.gateway_url or "",
-        lambda s: [
-            str(VENV_BIN / "uvicorn"),
+        lambda s: [  # uvicorn with pyarrow unimportable: pandas would map ~38 MiB of it
+            str(VENV_BIN / "python"),
+            "-c",
+            UVICORN,
             "serving.app:app",
             "--host",
             s.host,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -33,6 +35,8 @@ from .conftest import (
     register_abp,
     train_abp_booster,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _triton_index(s: Settings) -> dict[str, list[tuple[str, str]]]:
@@ -109,15 +113,20 @@ def test_abp_alias_move_is_served_within_10s_with_no_failed_request(
             if f'serving_sync_runs_total{{model="{ABP_MODEL}",outcome="changed"}}' in metrics:
                 break
             time.sleep(0.5)
+        sync_pid = _stack.pid("sync")
+        maps = Path(f"/proc/{sync_pid}/maps").read_text() if sync_pid else ""
     finally:
         stop.set()
         t.join(timeout=60)
         _stack.down(["sync"])  # later tests sync by hand
+    # the loop loaded over gRPC in a child process: grpcio never entered its own memory
+    assert sync_pid and "cygrpc" not in maps and "tritonclient" not in maps
     bad = [(round(at - moved, 2), st) for at, st, _ in answers if st != 200]
     assert answers and not bad, f"failed requests during the swap (s after the move, status): {bad}"
     versions = [v for _, _, v in answers]
     assert versions[0] == old and versions[-1] == new
     first_new = next(at for at, _, v in answers if v == new)
+    log.info("new version served %.1f s after the alias move", first_new - moved)
     assert first_new - moved <= 10.0, f"new version served {first_new - moved:.1f}s after the move"
     # once the new version answered, the old one never came back
     assert old not in versions[versions.index(new) :]
@@ -173,6 +182,39 @@ def test_dfp_alias_move_is_picked_up(synced: Settings, gateway_server: Settings,
     users = synced.triton_model_repository / DFP_MODEL / "users" / own.model_name
     assert retrained.version in {p.name for p in users.iterdir()}
     dfp_production["own"] = retrained
+
+
+@pytest.mark.integration
+def test_an_unchanged_round_asks_mlflow_once(synced: Settings, abp_production, dfp_production):
+    """The poll loop's round costs MLflow one request (every production alias from one search),
+    over the loop's kept connection; the listing it reads is the per-detector one."""
+    from serving.registry_rest import RegistryRest
+    from serving.sync import PRODUCTION_ALIAS, dfp_part, triton_repo
+
+    asked: list[str] = []
+    pw = synced.mlflow_password
+    http = httpx.Client(
+        timeout=30,
+        auth=(synced.mlflow_username, pw.get_secret_value()) if pw else None,
+        event_hooks={"request": [lambda req: asked.append(req.url.path)]},
+    )
+    rest, triton = RegistryRest(synced, http=http), triton_repo(synced)
+    try:
+        sync_all(synced, rest, triton)  # whatever an earlier test left unsynced
+        asked.clear()
+        results = {r.model: r for r in sync_all(synced, rest, triton)}
+        round_asked = list(asked)
+        listing = rest.all_aliases(PRODUCTION_ALIAS)
+        dfp = production_dfp(rest)
+    finally:
+        rest.close()
+        triton.close()
+    assert round_asked == ["/api/2.0/mlflow/registered-models/search"]
+    assert not results[ABP_MODEL].changed and not results[ABP_MODEL].failed
+    assert not results[DFP_MODEL].changed and not results[DFP_MODEL].failed
+    assert listing["abp-nvsmi-xgb"] == abp_production["version"]
+    assert dfp_part(listing) == dfp
+    assert dfp[dfp_production["own"].model_name] == dfp_production["own"].version
 
 
 @pytest.mark.integration
