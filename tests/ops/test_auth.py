@@ -19,6 +19,8 @@ from secml.settings import Settings
 from secml.stack import Stack, StackError, free_ports
 from secml.stack import secrets as local_secrets
 from secml.stack.preparation import TRITON_ADMIN_HEADER
+from training.consumer.dispatch import DispatchError, PrefectDispatcher
+from training.consumer.validation import Dispatch
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +116,43 @@ def test_prefect_api_refuses_anonymous_requests(secured: Settings) -> None:
     assert wrong.status_code == 401
     ok = httpx.post(f"{api}/flows/", json={"name": "auth-flow"}, auth=secured.prefect_basic_auth())
     assert ok.status_code in (200, 201), ok.text
+
+
+def test_consumer_dispatches_to_the_secured_prefect_only_with_the_auth_string(
+    secured: Settings,
+) -> None:
+    """The control consumer's REST dispatcher sends Prefect's basic auth: without it the run
+    is refused (and would be retried), with it the run exists, once per idempotency key."""
+    api, auth = secured.prefect_api_url, secured.prefect_basic_auth()
+    assert auth is not None and secured.prefect_api_auth_string is not None
+    flow = httpx.post(f"{api}/flows/", json={"name": "auth-dispatch"}, auth=auth, timeout=10)
+    assert flow.status_code in (200, 201), flow.text
+    dep = httpx.post(
+        f"{api}/deployments/",
+        json={"name": "secured", "flow_id": flow.json()["id"]},
+        auth=auth,
+        timeout=10,
+    )
+    assert dep.status_code in (200, 201), dep.text
+    d = Dispatch("m-auth-1", "auth-dispatch/secured", {"seed": 1})
+    anon = PrefectDispatcher(api, auth_string="")
+    try:
+        for attempt in (lambda: anon(d), lambda: anon.dispatch_batch(d.deployment, [d])):
+            with pytest.raises(DispatchError, match="401"):
+                attempt()
+    finally:
+        anon.close()
+    ok = PrefectDispatcher(api, auth_string=secured.prefect_api_auth_string.get_secret_value())
+    try:
+        run_id = ok(d)
+        (again,) = ok.dispatch_batch(d.deployment, [d])
+    finally:
+        ok.close()
+    assert again == run_id  # the idempotency key: one run per message
+    run = httpx.get(f"{api}/flow_runs/{run_id}", auth=auth, timeout=10).json()
+    assert run["deployment_id"] == dep.json()["id"]
+    assert run["parameters"] == {"seed": 1} and "control-message" in run["tags"]
+    assert run["state"]["type"] == "SCHEDULED"
 
 
 def test_triton_repository_api_needs_the_admin_key(secured: Settings) -> None:

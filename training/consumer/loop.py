@@ -61,7 +61,10 @@ class ControlConsumer:
             reconnect_backoff_max_ms=2000,
         )
         self.ledger = ledger or DispatchLedger(ledger_url(s))
-        self.dispatcher = dispatcher or PrefectDispatcher(s.prefect_api_url)
+        auth = s.prefect_api_auth_string
+        self.dispatcher = dispatcher or PrefectDispatcher(
+            s.prefect_api_url, auth.get_secret_value() if auth is not None else None
+        )
         self.metrics = metrics or ConsumerMetrics()
         self.dead_letters = DeadLetterQueue(s, self.ledger, self.metrics)
         self.max_batch = max_batch
