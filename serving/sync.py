@@ -28,7 +28,6 @@ import json
 import logging
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -62,6 +60,7 @@ from secml.repository import (
     write_json_atomic,
 )
 from secml.settings import Settings, get_settings
+from secml.sql_read import fetch_all
 from serving.registry_rest import RegistryRest
 
 log = logging.getLogger(__name__)
@@ -415,25 +414,6 @@ def sync_dfp(
 
 
 _RECENT = 'SELECT source, "user" FROM user_state ORDER BY updated_at DESC LIMIT :n'
-_engines: dict[str, Any] = {}
-
-
-def _recent_users(url: str, n: int) -> list[tuple[Any, Any]]:
-    """The ``n`` most recently updated (source, user) states of the store at ``url``. A SQLite
-    file is read with the standard library (read-only): the poll loop then never imports
-    SQLAlchemy (11 MiB of its RSS); other databases go through SQLAlchemy."""
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        path = url.removeprefix("sqlite:///").split("?", 1)[0]
-        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=5)
-        try:
-            return conn.execute(_RECENT.replace(":n", "?"), (n,)).fetchall()
-        finally:
-            conn.close()
-    from sqlalchemy import create_engine, text
-
-    engine = _engines.get(url) or _engines.setdefault(url, create_engine(url))
-    with engine.connect() as conn:
-        return [tuple(row) for row in conn.execute(text(_RECENT), {"n": n}).all()]
 
 
 def hot_models(settings: Settings, served: dict[str, str]) -> list[str] | None:
@@ -446,7 +426,7 @@ def hot_models(settings: Settings, served: dict[str, str]) -> list[str] | None:
     if not url or not served:
         return None
     try:
-        rows = _recent_users(url, 4 * settings.dfp_model_cache_size)
+        rows = fetch_all(url, _RECENT, {"n": 4 * settings.dfp_model_cache_size})
     except Exception as exc:  # noqa: BLE001 - no store yet, or down: keep the last list
         log.debug("recent DFP users not read: %s", exc)
         return None

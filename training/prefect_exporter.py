@@ -40,6 +40,7 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from secml.settings import Settings, get_settings
+from secml.sql_read import fetch_all
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +383,8 @@ class RegistryRest:
 
 class LabelCountsSql:
     """Label counts per model version, read from the detections store's tables in one grouped
-    SQL query (SQLAlchemy core, SQLite or PostgreSQL).
+    SQL query (``secml.sql_read``: a SQLite file through the standard library, PostgreSQL
+    through SQLAlchemy).
 
     The same labels as ``secml.store.DetectionStore.labelled`` (each detection's latest label
     event), without its DataFrame of every labelled detection: importing the store (pandas,
@@ -399,15 +401,12 @@ class LabelCountsSql:
     def __init__(self, url: str, table_prefix: str = "") -> None:
         if not url:
             raise ValueError("no detections store: set SECML_STORE_URL")
-        from sqlalchemy import create_engine, text
-
-        self.engine = create_engine(url, pool_pre_ping=True)
-        self.query = text(self.QUERY.format(p=table_prefix))
+        self.url = url
+        self.query = self.QUERY.format(p=table_prefix)
 
     def label_counts(self, detector: str) -> list[tuple[str, str, int]]:
         """(model version, label, detections) of ``detector``'s labelled detections."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(self.query, {"detector": detector}).all()
+        rows = fetch_all(self.url, self.query, {"detector": detector})
         return [(str(v), str(label), int(n)) for v, label, n in rows]
 
 

@@ -70,13 +70,16 @@ def test_no_store_url_is_a_clear_error() -> None:
         LabelCountsSql("")
 
 
-def test_exporter_imports_neither_pandas_nor_prefect_nor_mlflow() -> None:
-    """The long-running exporter stays light: it only reads REST APIs and SQL."""
+def test_exporter_imports_neither_pandas_nor_prefect_nor_mlflow(tmp_path: Path) -> None:
+    """The long-running exporter stays light: it only reads REST APIs and SQL, and a SQLite
+    store through the standard library (no SQLAlchemy either)."""
+    url = f"sqlite:///{tmp_path / 'detections.db'}"
+    _fill(DetectionStore(url))
     code = (
         "import sys, training.prefect_exporter as e\n"
-        "e.LabelCountsSql('sqlite://')\n"
-        "print(sorted(m for m in ('pandas', 'prefect', 'mlflow', 'secml.store') "
+        f"print(e.LabelCountsSql({url!r}).label_counts('dfp'))\n"
+        "print(sorted(m for m in ('pandas', 'prefect', 'mlflow', 'secml.store', 'sqlalchemy') "
         "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    assert out.stdout.split("\n")[:2] == ["[('dfp-duo-generic:1', 'false_positive', 1)]", "[]"]
