@@ -10,9 +10,10 @@ otherwise start after the spawn.
 
 The web server runs with ``pyarrow`` made unimportable (:data:`UNUSED`): MLflow's dataset
 classes import pandas, which imports pyarrow when it is installed, and the tracking server never
-uses it (only the HDFS artifact store would): 37 MiB less RSS. The gateway runs under the same
-:data:`UVICORN` program (``secml.stack.services``): it never uses pyarrow either, and pandas
-(whose ``str`` dtype falls back to Python storage without it) would map ~38 MiB of it.
+uses it (only the HDFS artifact store would): 37 MiB less RSS; scipy too
+(:data:`MLFLOW_UNUSED`). The gateway runs under the :data:`UVICORN` program
+(``secml.stack.services``): it never uses pyarrow either, and pandas (whose ``str`` dtype falls
+back to Python storage without it) would map ~38 MiB of it.
 
 Usage: ``python -m secml.stack.mlflow_server [mlflow server options]``.
 """
@@ -24,19 +25,29 @@ import sys
 from typing import Any, NoReturn
 
 UNUSED = ("pyarrow",)
-# uvicorn's command line with UNUSED modules blocked (no secml import: it would cost RSS too)
-UVICORN = (
-    "import sys\n"
-    f"sys.modules.update(dict.fromkeys({UNUSED!r}))\n"
-    "sys.argv[0] = 'uvicorn'\n"
-    "from uvicorn.main import main\n"
-    "main()\n"
-)
+# and for MLflow's web server: scipy, which mlflow.models imports only to recognise sparse
+# matrices (guarded: without it MLflow takes none), ~7 MiB
+MLFLOW_UNUSED = (*UNUSED, "scipy")
+
+
+def uvicorn_program(unused: tuple[str, ...]) -> str:
+    """uvicorn's command line with ``unused`` modules blocked (no secml import: it would cost
+    RSS too)."""
+    return (
+        "import sys\n"
+        f"sys.modules.update(dict.fromkeys({unused!r}))\n"
+        "sys.argv[0] = 'uvicorn'\n"
+        "from uvicorn.main import main\n"
+        "main()\n"
+    )
+
+
+UVICORN = uvicorn_program(UNUSED)  # the gateway's (secml.stack.services)
 
 
 def _exec(cmd: list[str], extra_env: dict[str, str] | None = None, **_: Any) -> NoReturn:
     if cmd[1:3] == ["-m", "uvicorn"]:
-        cmd = [cmd[0], "-c", UVICORN, *cmd[3:]]
+        cmd = [cmd[0], "-c", uvicorn_program(MLFLOW_UNUSED), *cmd[3:]]
     os.execve(cmd[0], cmd, os.environ | (extra_env or {}))
 
 

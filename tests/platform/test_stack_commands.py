@@ -6,8 +6,13 @@ import subprocess
 import sys
 
 from secml.settings import Settings
-from secml.stack.mlflow_server import UVICORN
-from secml.stack.preparation import PREFECT_CHECK_S, PREFECT_SERVER, prefect_server_command
+from secml.stack.mlflow_server import MLFLOW_UNUSED, uvicorn_program
+from secml.stack.preparation import (
+    PREFECT_CHECK_S,
+    PREFECT_SERVER,
+    PREFECT_WORKER,
+    prefect_server_command,
+)
 
 
 def _run(code: str) -> str:
@@ -42,8 +47,31 @@ def test_prefect_server_command_runs_the_prefect_cli() -> None:
     assert out.returncode == 0 and out.stdout.strip()[0].isdigit(), out.stdout + out.stderr
 
 
-def test_mlflow_web_server_cannot_import_pyarrow() -> None:
-    """The MLflow web server's program blocks pyarrow before uvicorn (and MLflow) import."""
-    block = UVICORN.split("sys.argv[0]")[0]
-    code = block + "import pandas\ntry:\n    import pyarrow\nexcept ImportError:\n    print('ok')\n"
-    assert _run(code) == "ok"
+def test_mlflow_web_server_cannot_import_pyarrow_or_scipy() -> None:
+    """The MLflow web server's program blocks pyarrow and scipy before uvicorn (and MLflow)
+    import; MLflow's registry and server modules still import without them."""
+    block = uvicorn_program(MLFLOW_UNUSED).split("sys.argv[0]")[0]
+    code = block + (
+        "import pandas\n"
+        "from mlflow.server.fastapi_app import app\n"
+        "import mlflow.models.utils as u\n"
+        "for name in ('pyarrow', 'scipy'):\n"
+        "    try:\n"
+        "        __import__(name)\n"
+        "    except ImportError:\n"
+        "        print(name, end=' ')\n"
+        "print(u.HAS_SCIPY)\n"
+    )
+    assert _run(code).strip().splitlines()[-1] == "pyarrow scipy False"
+
+
+def test_prefect_worker_finds_the_process_worker_without_the_integrations() -> None:
+    """The worker's program resolves the built-in process worker without importing Prefect's
+    integrations (prefect-dask: dask.distributed, numpy)."""
+    preamble = PREFECT_WORKER.split("sys.argv[0]")[0]
+    code = preamble + (
+        "from prefect.cli._worker_utils import _load_worker_class\n"
+        "print(_load_worker_class('process').__name__, "
+        "sorted(m for m in ('numpy', 'distributed', 'prefect_dask') if m in sys.modules))\n"
+    )
+    assert _run(code).splitlines()[-1] == "ProcessWorker []"
