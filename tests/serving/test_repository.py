@@ -133,7 +133,9 @@ def duo_batches(draw: st.DrawFn, base: list[dict]) -> list[dict]:
 
 
 def _assert_close(got: object, want: object, path: str = "") -> None:
-    """Equal structures; floats within 1e-6 relative (1e-7 absolute)."""
+    """Equal structures; floats within 1e-5 relative (1e-7 absolute): one float32 forward per
+    model group rounds a loss apart from a per-user forward by ~1e-7, and a z-score, |loss -
+    mean| / std, magnifies that by the cancellation (1.1e-6 relative seen on a z of 2.07)."""
     if isinstance(want, dict):
         assert isinstance(got, dict) and got.keys() == want.keys(), path
         for k in want:
@@ -143,7 +145,7 @@ def _assert_close(got: object, want: object, path: str = "") -> None:
         for i, (g, w) in enumerate(zip(got, want, strict=True)):
             _assert_close(g, w, f"{path}[{i}]")
     elif isinstance(want, float) and not isinstance(want, bool):
-        assert got == pytest.approx(want, rel=1e-6, abs=1e-7, nan_ok=True), path
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-7, nan_ok=True), path
     else:
         assert got == want, path
 
