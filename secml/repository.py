@@ -115,3 +115,17 @@ def read_hot(dfp_dir: Path) -> list[str]:
     if not f.is_file():
         return []
     return [str(m) for m in json.loads(f.read_text()).get("models", [])]
+
+
+def copy_foundation(src: Path, dst: Path) -> None:
+    """Copy the repository's foundation (each model's config and version 1, the code) from
+    ``src`` to ``dst``, leaving out what sync wrote there: later versions and DFP user models
+    (a checkout where ``make demo`` ran holds them, and a copy would serve them)."""
+    import shutil
+
+    def synced(folder: str, names: list[str]) -> set[str]:
+        if Path(folder).parent != src:
+            return {n for n in names if n == "__pycache__"}
+        return {n for n in names if n == USERS_DIR or (n.isdigit() and n != "1")}
+
+    shutil.copytree(src, dst, ignore=synced)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from secml.repository import copy_foundation
 from secml.settings import ROOT, Settings, get_settings
 
 _PORT_FIELDS = (
@@ -116,7 +117,7 @@ def triton_server(_stack: object, stack_settings: Settings) -> Settings:
     """Triton on a temporary copy of ``triton_models/`` (so model sync writes there)."""
     repo = stack_settings.triton_model_repository
     if not repo.exists():
-        shutil.copytree(ROOT / "triton_models", repo, ignore=shutil.ignore_patterns("__pycache__"))
+        copy_foundation(ROOT / "triton_models", repo)
     _service(_stack, "triton")
     return stack_settings
 

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from secml.repository import copy_foundation
 from secml.settings import ROOT, Settings
 from secml.stack import Stack, StackError, free_ports, tree_pids
 from secml.stack import secrets as local_secrets
@@ -45,7 +45,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings
     secret = {k.removeprefix("SECML_").lower(): v for k, v in found.items() if "SECML_" in k}
     ports = dict(zip(PORTS, free_ports(len(PORTS), 10000, 14999), strict=True))
     repo = run_dir / "triton_models"
-    shutil.copytree(ROOT / "triton_models", repo, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_foundation(ROOT / "triton_models", repo)
     s = Settings(run_dir=run_dir, triton_model_repository=repo, **ports, **secret)
     stack = Stack(s)
     try:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from secml.repository import copy_foundation
 from secml.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
@@ -154,7 +155,7 @@ def tmp_repo(tmp_path: Path) -> Path:
     from secml.settings import ROOT
 
     dst = tmp_path / "triton_models"
-    shutil.copytree(ROOT / "triton_models", dst, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_foundation(ROOT / "triton_models", dst)
     for model in dst.iterdir():
         for v in model.iterdir():
             if v.name.isdigit() and v.name != "1":
