@@ -480,14 +480,13 @@ def sync_all(
         except Exception as exc:  # noqa: BLE001 - MLflow down: said by each step below
             listing, error = None, exc
         if listing is None:
-            msg = f"no {ABP_REGISTERED}@production: {error}"
-            results.append(SyncResult(ABP_MODEL, False, message=msg))
+            log.error("sync step sync_dfp failed: %s", error)
+            results += [
+                SyncResult(ABP_MODEL, False, message=f"no {ABP_REGISTERED}@production: {error}"),
+                SyncResult("dfp", False, message=str(error), failed=True),
+            ]
         else:
             results.append(_step(sync_abp, settings, client, listing, triton))
-        if listing is None:
-            log.error("sync step sync_dfp failed: %s", error)
-            results.append(SyncResult("dfp", False, message=str(error), failed=True))
-        else:
             results.append(_step(sync_dfp, settings, client, dfp_part(listing)))
     finally:
         if own:

@@ -456,29 +456,26 @@ class AutoEncoder:
 
     def score_tensors(self, x: _Tensors, batch: int = 8192) -> Scores:
         """Losses, absolute z-scores and reconstructions of encoded rows: one forward per
-        chunk of ``batch`` rows gives both the losses and the predictions (what ``score``
-        and the served model both report)."""
+        chunk of ``batch`` rows (:meth:`forward_losses`) gives both the losses and the
+        predictions (what ``score`` and the served model both report)."""
         x = self._for_inference(x)
         c = self.config
-        losses, nums, bins, cats = [], [], [], []
-        with torch.inference_mode():
-            for i in range(0, len(x), batch):
-                part = x.rows(slice(i, i + batch))
-                outputs = self.net(part.num, part.binary, part.cat)
-                losses.append(_losses(outputs, part).cpu())
-                num_out, bin_out, cat_out = outputs
-                if num_out is not None:
-                    nums.append(num_out.cpu().numpy())
-                if bin_out is not None:
-                    bins.append((bin_out > 0).cpu().numpy())
-                cats.append([o.argmax(dim=1).cpu().numpy() for o in cat_out])
+        chunks = [self.forward_losses(x.rows(slice(i, i + batch))) for i in range(0, len(x), batch)]
+        losses = [ch[0] for ch in chunks]
+        nums = [ch[1] for ch in chunks if ch[1] is not None]
+        bins = [ch[2] for ch in chunks if ch[2] is not None]
+        codes_parts = [ch[3] for ch in chunks]
         mean, std = self._loss_scale()
-        loss = (_join(losses, torch.cat) if losses else torch.zeros((0, len(mean)))).numpy()
+        loss = _join(losses, np.concatenate) if losses else np.zeros((0, len(mean)))
         loss = loss.astype(np.float64)
         zs = np.abs(loss - mean) / std
         preds: dict[str, np.ndarray] = {}
         for j, col in enumerate(c.categorical):
-            codes = _join([p[j] for p in cats], np.concatenate) if cats else np.zeros(0, int)
+            codes = (
+                _join([p[:, j] for p in codes_parts], np.concatenate)
+                if chunks
+                else np.zeros(0, int)
+            )
             preds[col] = np.asarray(self.categories[col], dtype=object)[codes]
         num = _join(nums, np.concatenate) if nums else np.zeros((0, len(c.numeric)))
         for j, col in enumerate(c.numeric):
@@ -498,7 +495,7 @@ class AutoEncoder:
     def forward_losses(
         self, x: _Tensors
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
-        """One forward of encoded rows (one chunk of ``score_tensors``, the same ops): float32
+        """One forward of encoded rows (``score_tensors`` runs one per chunk): float32
         per-feature losses, the scaled numeric reconstructions (float32, None without numeric
         features), binary logits > 0 (None without binary features) and the predicted
         category codes (int64, rows x categorical). Serving turns many models' outputs into
