@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 import pandas as pd
 from sqlalchemy import (
     JSON,
@@ -88,6 +89,34 @@ class StoreError(ValueError):
     """A row or label given to the store is malformed; the message names what is wrong."""
 
 
+def _json_text(value: Any) -> str:
+    """``value`` as JSON text (what the JSON columns hold): orjson, with anything it cannot
+    represent as a string (``default=str``); NaN and infinities become null, which strict JSON
+    readers (PostgreSQL's too) accept. Integers beyond 64 bits and non-string keys go through
+    the standard library instead."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:
+        return json.dumps(value, default=str)
+
+
+def _json_value(text: str | bytes) -> Any:
+    """JSON column text as a value: orjson, or the standard library for text orjson refuses
+    (rows written before the store used orjson may hold ``NaN``)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as the JSON columns will give it back (plain dicts, lists, strings, numbers)."""
+    try:
+        return orjson.loads(orjson.dumps(value, default=str))
+    except TypeError:
+        return json.loads(json.dumps(value, default=str))
+
+
 def event_id(record: Mapping[str, Any]) -> str:
     """Stable id of a raw record: sha256 of its canonical JSON (sorted keys, compact)."""
     canonical = json.dumps(
@@ -145,6 +174,8 @@ class DetectionStore:
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             self._ensure_sqlite_dir(url)
+        # JSON columns read and written with orjson (bench/bench_store.py)
+        kwargs |= {"json_serializer": _json_text, "json_deserializer": _json_value}
         self.engine: Engine = create_engine(url, **kwargs)
         self.metadata = MetaData()
         p = table_prefix
@@ -311,10 +342,10 @@ class DetectionStore:
             raise StoreError(f"row {i}: field 'score' is not a number: {row['score']!r}") from exc
         if not math.isfinite(score):
             raise StoreError(f"row {i}: field 'score' must be finite, got {score}")
-        record = json.loads(json.dumps(record, default=str))
+        record = _plain(record)
         details = row.get("details")
         if details is not None:
-            details = json.loads(json.dumps(details, default=str))
+            details = _plain(details)
         user = row.get("user")
         return {
             "detector": str(row["detector"]),

@@ -247,3 +247,32 @@ def test_older_store_file_gains_the_event_index(tmp_path):
     assert "ix_detections_event_cover" in names
     assert again.events().total == 1
     again.close()
+
+
+def test_records_round_trip_whatever_json_they_hold(store: DetectionStore):
+    """NaN and infinities are stored as null (strict JSON, which PostgreSQL requires); an
+    integer beyond 64 bits, a non-string key and a value JSON lacks (a datetime, as text)
+    survive too."""
+    when = datetime(2026, 11, 1, 10, tzinfo=UTC)
+    rows = [
+        _row(0, record={"power": float("nan"), "nested": [float("inf"), 1.5]}),
+        _row(1, record={"serial": 2**70, 7: "seven", "seen": when}),
+    ]
+    store.add_detections(rows)
+    got = store.detections(limit=None).sort_values("score")["record"].tolist()
+    assert got[0] == {"power": None, "nested": [None, 1.5]}
+    assert got[1] == {"serial": 2**70, "7": "seven", "seen": str(when)}
+
+
+def test_rows_written_with_nan_before_stay_readable(tmp_path):
+    """Rows an older store wrote with the standard library (``NaN`` in the JSON text) read."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    s = DetectionStore(f"sqlite:///{path}")
+    (i,) = s.add_detections([_row(0)])
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE detections SET details = ? WHERE id = ?", ('{"z": NaN}', i))
+    details = s.detections(limit=None)["details"].iloc[0]
+    assert details["z"] != details["z"]  # NaN
+    s.close()
