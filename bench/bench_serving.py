@@ -449,18 +449,14 @@ def main() -> int:
     only = set(args.only or ("p1", "p2", "p3", "lru"))
     rounds = QUICK_ROUNDS if args.quick else ROUNDS
     run = configure()
+    from secml.repository import copy_foundation
     from secml.settings import get_settings
     from secml.stack import Stack
     from serving.triton import TritonClient
 
     s = get_settings()
     repo = s.triton_model_repository
-    shutil.copytree(ROOT / "triton_models", repo, ignore=shutil.ignore_patterns("__pycache__"))
-    for model in repo.iterdir():
-        for v in model.iterdir():
-            if v.is_dir() and v.name.isdigit() and v.name != "1":
-                shutil.rmtree(v)
-    shutil.rmtree(repo / "dfp" / "users", ignore_errors=True)
+    copy_foundation(ROOT / "triton_models", repo)
 
     t = time.perf_counter()
     booster, nvsmi = train_abp(run / "abp")

@@ -109,15 +109,14 @@ def main() -> int:
     args = ap.parse_args()
     run = configure()
     from secml.abp.model import save_booster
-    from secml.repository import ABP_MODEL
+    from secml.repository import ABP_MODEL, copy_foundation
     from secml.settings import get_settings
     from secml.stack import Stack
     from serving.sync import write_abp_version
 
     s = get_settings()
     repo = s.triton_model_repository
-    shutil.copytree(ROOT / "triton_models", repo, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.rmtree(repo / "dfp" / "users", ignore_errors=True)
+    copy_foundation(ROOT / "triton_models", repo)
     booster, records = train_abp(run / "abp")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "model.ubj").write_bytes(save_booster(booster))

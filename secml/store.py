@@ -109,14 +109,6 @@ def _json_value(text: str | bytes) -> Any:
         return json.loads(text)
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as the JSON columns will give it back (plain dicts, lists, strings, numbers)."""
-    try:
-        return orjson.loads(orjson.dumps(value, default=str))
-    except TypeError:
-        return json.loads(json.dumps(value, default=str))
-
-
 def event_id(record: Mapping[str, Any]) -> str:
     """Stable id of a raw record: sha256 of its canonical JSON (sorted keys, compact)."""
     canonical = json.dumps(
@@ -342,22 +334,22 @@ class DetectionStore:
             raise StoreError(f"row {i}: field 'score' is not a number: {row['score']!r}") from exc
         if not math.isfinite(score):
             raise StoreError(f"row {i}: field 'score' must be finite, got {score}")
-        record = _plain(record)
-        details = row.get("details")
-        if details is not None:
-            details = _plain(details)
         user = row.get("user")
+        # the record and details go to the JSON columns as given: their serializer
+        # (_json_text) writes what JSON lacks as text; an id is computed from the record as
+        # those columns give it back (string keys, so sorting them cannot fail)
+        eid = row.get("event_id") or event_id(_json_value(_json_text(record)))
         return {
             "detector": str(row["detector"]),
             "source": str(row["source"]),
-            "event_id": str(row.get("event_id") or event_id(record)),
+            "event_id": str(eid),
             "user": None if user is None else str(user),
             "event_time": _utc(row.get("event_time"), f"row {i}: field 'event_time'"),
             "score": score,
             "is_anomaly": bool(row.get("is_anomaly", True)),
             "model_version": str(row["model_version"]),
             "record": record,
-            "details": details,
+            "details": row.get("details"),
             "created_at": now,
         }
 

@@ -150,15 +150,8 @@ def jsonl(records: list[dict]) -> str:
 @pytest.fixture
 def tmp_repo(tmp_path: Path) -> Path:
     """An empty Triton repository with the committed model code copied in."""
-    import shutil
-
     from secml.settings import ROOT
 
     dst = tmp_path / "triton_models"
     copy_foundation(ROOT / "triton_models", dst)
-    for model in dst.iterdir():
-        for v in model.iterdir():
-            if v.name.isdigit() and v.name != "1":
-                shutil.rmtree(v)
-    shutil.rmtree(dst / "dfp" / "users", ignore_errors=True)
     return dst
