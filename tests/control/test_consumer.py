@@ -743,3 +743,35 @@ def test_publish_and_detections_round_trip(kafka_broker: Settings, tmp_path: Pat
     assert rows[1]["mean_abs_z"] is None
     assert lines[0].key == b"alice@example.com"
     assert all(b"\n" not in r.value for r in lines)
+
+
+def test_dispatcher_sends_again_while_prefect_answers_503(monkeypatch) -> None:
+    """A busy Prefect answers 503 for a moment; the dispatcher asks again (as Prefect's own
+    client does) and gives up with the answer after its last try. Mocked transport: a real
+    server's momentary 503 cannot be caused on demand."""
+    import httpx
+
+    from training.consumer import dispatch as dsp
+
+    monkeypatch.setattr(dsp, "RETRY_WAITS_S", (0.0, 0.0))
+    answers = [503, 503, 200]
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        status = answers.pop(0) if answers else 503
+        return httpx.Response(status, json={"id": "dep-1"} if status == 200 else {})
+
+    d = dsp.PrefectDispatcher("http://prefect.invalid/api", auth_string="")
+    d._http = httpx.Client(
+        base_url="http://prefect.invalid/api/", transport=httpx.MockTransport(handler)
+    )
+    try:
+        assert d.deployment_id("flow/dep") == "dep-1"
+        assert len(seen) == 3
+        seen.clear()
+        with pytest.raises(dsp.DispatchError):
+            d.deployment_id("flow/other")  # 503 on every try: retried later by the consumer
+        assert len(seen) == 3  # the first try and one per wait
+    finally:
+        d.close()

@@ -11,6 +11,7 @@ import base64
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 RUN_TAGS = ("control-message",)
 BULK_LIMIT = 100  # Prefect's limit per bulk create request
+RETRY_STATUS = frozenset({429, 502, 503})  # answers worth a second try within the call
+RETRY_WAITS_S = (0.2, 0.5, 1.0)
 
 
 class DispatchError(RuntimeError):
@@ -57,9 +60,21 @@ class PrefectDispatcher:
         self._lock = threading.Lock()
         self._bulk_unsupported = False
 
+    def _send(self, method: str, path: str, **kw: Any) -> Any:
+        """One request, sent again after a short wait while Prefect answers 429/502/503 (its
+        own client does the same: a busy server's SQLite answers 503 for a moment)."""
+        response = self._http.request(method, path, **kw)
+        for wait in RETRY_WAITS_S:
+            if response.status_code not in RETRY_STATUS:
+                break
+            after = response.headers.get("Retry-After", "")
+            time.sleep(min(float(after), 5.0) if after.isdigit() else wait)
+            response = self._http.request(method, path, **kw)
+        return response
+
     def _post(self, path: str, body: Any) -> Any:
         """POST ``body`` to ``path``; the response (raises httpx errors, HTTP ones included)."""
-        response = self._http.post(path, json=body)
+        response = self._send("POST", path, json=body)
         response.raise_for_status()
         return response
 
@@ -70,7 +85,7 @@ class PrefectDispatcher:
                 return self._ids[name]
         flow, _, deployment = name.partition("/")
         try:
-            response = self._http.get(f"deployments/name/{quote(flow)}/{quote(deployment)}")
+            response = self._send("GET", f"deployments/name/{quote(flow)}/{quote(deployment)}")
             if response.status_code == 404:
                 raise DispatchError(
                     f"Prefect deployment {name!r} does not exist; deploy it "
