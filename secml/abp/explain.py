@@ -18,13 +18,15 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from secml.abp.features import PREFIX, to_matrix
+from secml.abp.features import PREFIX, to_matrix, util_blind
 from secml.abp.model import (
     booster_derived,
     booster_features,
     booster_temporal,
     booster_threshold,
     model_inputs,
+    na_booster,
+    util_na,
 )
 from secml.abp.temporal import TemporalState
 
@@ -59,9 +61,20 @@ def contributions(
     booster: xgb.Booster, X: np.ndarray, T: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """SHAP values (n, columns + 1; last column the bias) and the matrix the booster saw."""
-    inputs = model_inputs(X, booster_derived(booster), T if booster_temporal(booster) else None)
+    derived = booster_derived(booster)
+    inputs = model_inputs(X, derived, T if booster_temporal(booster) else None)
     dm = xgb.DMatrix(inputs, missing=np.nan)
-    return np.asarray(booster.predict(dm, pred_contribs=True), dtype=np.float64), inputs
+    contrib = np.asarray(booster.predict(dm, pred_contribs=True), dtype=np.float64)
+    inner, na = na_booster(booster), util_na(X)
+    if inner is not None and na.any():
+        # rows with utilisation N/A are scored by the N/A model on the blind view: explain that
+        blind = model_inputs(util_blind(np.asarray(X)[na]), derived)
+        part = inner.predict(xgb.DMatrix(blind, missing=np.nan), pred_contribs=True)
+        contrib[na] = 0.0
+        contrib[np.ix_(na, list(range(blind.shape[1])) + [-1])] = part
+        inputs = inputs.copy()
+        inputs[na, : blind.shape[1]] = blind
+    return contrib, inputs
 
 
 def explain(

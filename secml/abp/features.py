@@ -541,3 +541,24 @@ def _lock(X: np.ndarray, activity: str, clock: str, cool: bool) -> np.ndarray:
             )
         )
     return out.astype(np.float32)
+
+
+# A MIG-enabled board reads utilisation N/A, and its current clocks say nothing of its work
+# (held at their maximum, busy or idle). Its rows are scored by a booster trained on every
+# training row seen this way (``secml.abp.model``), so a MIG board is judged by memory, power
+# and temperature learnt from the whole fleet, not from the few MIG boards it happened to hold.
+BLIND_SUFFIXES: tuple[str, ...] = (
+    "utilization.gpu_util",
+    "utilization.memory_util",
+    "clocks.graphics_clock",
+    "clocks.sm_clock",
+    "clocks.mem_clock",
+)
+_BLIND = [_F[s] for s in BLIND_SUFFIXES]
+
+
+def util_blind(X: np.ndarray) -> np.ndarray:
+    """The (n, 18) matrix as a MIG board reads it: utilisation and current clocks missing."""
+    out = np.array(X, dtype=np.float32, copy=True)
+    out[:, _BLIND] = np.nan
+    return out

@@ -6,6 +6,7 @@ Prefect tasks in ``training/abp_flow.py`` are thin wrappers around these. ``scor
 
 from __future__ import annotations
 
+import base64
 import csv
 import functools
 import json
@@ -28,6 +29,7 @@ from secml.abp.features import (
     PREFIX,
     derive,
     to_matrix,
+    util_blind,
 )
 from secml.abp.generator import MINING_PROFILES, TIMESTAMP_FORMAT, TIMESTAMP_KEY, UUID_KEY
 from secml.abp.latch import BUSY_UTIL
@@ -76,6 +78,14 @@ class TrainParams:
     # Score a GPU's pauses by its allocation episode (``secml.abp.latch``): a duty-cycled
     # miner's idle samples, DAG still resident, carry the running score of its busy ones.
     latch: bool = True
+    # Score rows whose utilisation reads N/A (MIG) with a second booster trained on every row
+    # seen as a MIG board sees it (``features.util_blind``), stored inside the first
+    # (``na_model`` attribute). Learnt from the few MIG boards of a fleet alone, an idle MIG
+    # board unlike them scored as a miner (an idle A100 MIG board held out took 3.2% FPR).
+    # training.abp_eval, 3 seeds, recall at 0.1% FPR on the test curve: leave one GPU model out
+    # 0.942 -> 0.973 (FPR at the calibrated threshold 0.37% -> 0.01%), leave one profile out
+    # 0.815 -> 0.831, independent generator (no MIG) 0.848 unchanged.
+    na_model: bool = True
 
     def xgb_params(self) -> dict[str, Any]:
         """The booster parameters passed to ``xgb.train``."""
@@ -434,6 +444,12 @@ def train(ds: Dataset, params: TrainParams, evals: Dataset | None = None) -> xgb
         window=str(params.window),
         latch="1" if params.latch else "0",
     )
+    if params.na_model:
+        blind = xgb.DMatrix(model_inputs(util_blind(ds.X), derived), label=ds.y, missing=np.nan)
+        inner = xgb.train(
+            params.xgb_params(), blind, num_boost_round=params.n_estimators, verbose_eval=False
+        )
+        booster.set_attr(na_model=base64.b64encode(inner.save_raw("ubj")).decode("ascii"))
     return booster
 
 
@@ -486,6 +502,35 @@ def booster_latch(booster: xgb.Booster) -> bool:
     return booster.attr("latch") == "1"
 
 
+@functools.lru_cache(maxsize=16)
+def na_booster(booster: xgb.Booster) -> xgb.Booster | None:
+    """The booster for rows whose utilisation reads N/A, stored in ``booster`` (or None)."""
+    attr = booster.attr("na_model")
+    if not attr:
+        return None
+    inner = xgb.Booster()
+    inner.load_model(bytearray(base64.b64decode(attr)))
+    return inner
+
+
+def raw_scores(booster: xgb.Booster, X: np.ndarray, T: np.ndarray | None = None) -> np.ndarray:
+    """The booster's probabilities per row of the (n, 18) matrix, before latch and rescaling.
+
+    Rows whose utilisation reads N/A go to the booster's N/A model when it has one
+    (:func:`na_booster`), seeing those rows as ``features.util_blind`` does.
+    """
+    derived = booster_derived(booster)
+    s = booster.inplace_predict(model_inputs(X, derived, T))
+    s = np.asarray(s, dtype=np.float32).reshape(-1)
+    inner = na_booster(booster)
+    if inner is not None:
+        na = util_na(X)
+        if na.any():
+            blind = inner.inplace_predict(model_inputs(util_blind(X[na]), derived))
+            s[na] = np.asarray(blind, dtype=np.float32).reshape(-1)
+    return s
+
+
 def booster_features(booster: xgb.Booster) -> tuple[str, ...]:
     """The columns the booster sees: the 18 raw features, any derived, any temporal ones."""
     return FEATURES + booster_derived(booster) + (TEMPORAL if booster_temporal(booster) else ())
@@ -519,8 +564,7 @@ def score(
         state = TemporalState(window or DEFAULT_WINDOW)
     if window and T is None:
         T = state.features(X, uuids)  # type: ignore[union-attr]
-    s = booster.inplace_predict(model_inputs(X, booster_derived(booster), T if window else None))
-    s = np.asarray(s, dtype=np.float32).reshape(-1)
+    s = raw_scores(booster, X, T if window else None)
     if latch:
         s = state.latch.apply(X, s, uuids)  # type: ignore[union-attr]
     na_threshold = booster.attr("na_threshold")

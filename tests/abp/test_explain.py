@@ -21,6 +21,22 @@ def test_contributions_sum_to_the_reported_probability(fleet) -> None:
         assert ex.flagged == (float(p) >= ex.threshold)
 
 
+def test_a_row_with_utilisation_na_is_explained_by_the_model_that_scored_it(fleet) -> None:
+    """MIG rows are scored by the booster's N/A model; their explanation sums to that score."""
+    keys = ("utilization.gpu_util", "utilization.memory_util")
+    recs = [
+        {**fleet.records[int(i)], **{f"nvidia_smi_log.gpu.{k}": "N/A" for k in keys}}
+        for i in fleet.test_idx[:60:6]
+    ]
+    probs = m.score(fleet.booster, to_matrix(recs))
+    for rec, p in zip(recs, probs, strict=True):
+        ex = explain(fleet.booster, rec)
+        assert ex.probability == pytest.approx(float(p), abs=1e-5)
+        assert ex.margin == pytest.approx(ex.bias + ex.contributions["contribution"].sum())
+        util = ex.contributions.set_index("feature").loc["utilization.gpu_util"]
+        assert np.isnan(util["value"]) and util["contribution"] == 0.0
+
+
 def test_columns_are_what_the_booster_sees_including_derived(fleet) -> None:
     ex = explain(fleet.booster, fleet.records[int(fleet.test_idx[0])], threshold=0.3)
     names = set(ex.contributions["feature"])

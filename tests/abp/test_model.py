@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from secml.abp import model as m
-from secml.abp.features import ALIASES, DERIVED, FEATURES, MODEL_FEATURES, derive, to_matrix
+from secml.abp.features import (
+    ALIASES,
+    DERIVED,
+    FEATURES,
+    MODEL_FEATURES,
+    derive,
+    to_matrix,
+    util_blind,
+)
 from secml.abp.generator import GPU_SPECS, MINING_PROFILES
 from secml.settings import ROOT
 
@@ -251,7 +259,9 @@ def test_default_booster_sees_raw_plus_derived_and_says_so(fleet) -> None:
 def test_an_18_feature_booster_still_scores_the_same_input(fleet) -> None:
     """Boosters trained before the derived features (or with them off) keep working."""
     train = fleet.ds.subset(fleet.train_idx)
-    params = m.TrainParams(n_estimators=20, max_depth=4, derived=False, temporal=False)
+    params = m.TrainParams(
+        n_estimators=20, max_depth=4, derived=False, temporal=False, na_model=False
+    )
     old = m.train(train, params)
     assert json.loads(old.attr("features")) == list(FEATURES)
     assert old.num_features() == len(FEATURES) == len(m.booster_features(old))
@@ -295,13 +305,76 @@ def test_obvious_miner_is_flagged_on_a_gpu_model_never_seen_in_training(fleet) -
     assert not failures, failures
 
 
+def _mig(rec: dict) -> dict:
+    """``rec`` as a MIG-enabled board reports it: utilisation N/A, clocks held at the maximum."""
+    return _set(
+        rec,
+        utilization__gpu_util="N/A",
+        utilization__memory_util="N/A",
+        clocks__graphics_clock=rec[G + "max_clocks.graphics_clock"],
+        clocks__sm_clock=rec[G + "max_clocks.sm_clock"],
+        clocks__mem_clock=rec[G + "max_clocks.mem_clock"],
+    )
+
+
+def test_rows_with_utilisation_na_are_scored_by_the_n_a_model(fleet, tmp_path: Path) -> None:
+    """The booster carries an N/A model; it alone scores rows whose utilisation reads N/A."""
+    b = fleet.booster
+    inner = m.na_booster(b)
+    assert inner is not None
+    recs = [fleet.records[int(i)] for i in fleet.test_idx[:200:10]]
+    X = to_matrix(recs + [_mig(r) for r in recs])
+    na = m.util_na(X)
+    assert na.sum() >= len(recs)
+    derived = m.booster_derived(b)
+    got = m.raw_scores(b, X)
+    np.testing.assert_allclose(got[~na], b.inplace_predict(m.model_inputs(X[~na], derived)))
+    blind = m.model_inputs(util_blind(X[na]), derived)
+    np.testing.assert_allclose(got[na], inner.inplace_predict(blind), rtol=1e-6)
+    # it travels with the booster, and a booster trained without one scores N/A rows itself
+    path = tmp_path / "b.ubj"
+    b.save_model(str(path))
+    np.testing.assert_allclose(m.raw_scores(m.load_booster(str(path)), X), got, rtol=1e-6)
+    plain = m.train(
+        fleet.ds.subset(fleet.train_idx),
+        m.TrainParams(n_estimators=10, max_depth=3, temporal=False, na_model=False),
+    )
+    assert m.na_booster(plain) is None
+    np.testing.assert_allclose(
+        m.raw_scores(plain, X), plain.inplace_predict(m.model_inputs(X, derived))
+    )
+
+
+def test_a_mig_board_is_judged_without_any_mig_board_in_training(fleet) -> None:
+    """Trained with no row whose utilisation reads N/A, the MIG views of an idle board and of
+    training are not flagged and the MIG view of a miner ranks above both, on every GPU model
+    whose memory holds the miner's 5.2 GB (the N/A model has memory, power and temperature)."""
+    train = fleet.ds.subset(fleet.train_idx)
+    train = train.subset(np.flatnonzero(~m.util_na(train.X)))
+    booster = m.train(train, m.TrainParams(n_estimators=60, max_depth=5, temporal=False))
+    failures = []
+    for base in _one_per_model(fleet):
+        name = base[G + "product_name"]
+        if SPECS[name].memory_mib < 8192:
+            continue
+        recs = [_mig(_workload(base, k)) for k in ("miner", "idle", "training")]
+        flags, (miner, idle, work) = m.predict(booster, recs)
+        if flags[1:].any() or miner <= max(idle, work):
+            failures.append(f"{name}: miner/idle/training {miner:.3f} {idle:.3f} {work:.3f}")
+    assert not failures, failures
+
+
 TRITON_PY = ROOT / ".venv-triton" / "bin" / "python"
 
 
 @pytest.mark.skipif(not TRITON_PY.exists(), reason="no .venv-triton (make install creates it)")
 def test_parity_with_the_triton_environment(fleet, tmp_path: Path) -> None:
     """to_matrix + score under numpy 1.26 / pandas 2.2 give the same scores as here."""
-    recs = fleet.records[::50] + [_set(fleet.records[0], power_readings__power_draw="N/A")]
+    recs = fleet.records[::50] + [
+        _set(fleet.records[0], power_readings__power_draw="N/A"),
+        # utilisation N/A (MIG): scored by the N/A model stored inside the booster
+        _set(fleet.records[0], utilization__gpu_util="N/A", utilization__memory_util="N/A"),
+    ]
     (tmp_path / "recs.json").write_text(json.dumps(recs))
     code = (
         "import json,sys,numpy;from secml.abp import features as f, model as m;"
