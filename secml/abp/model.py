@@ -520,14 +520,18 @@ def raw_scores(booster: xgb.Booster, X: np.ndarray, T: np.ndarray | None = None)
     (:func:`na_booster`), seeing those rows as ``features.util_blind`` does.
     """
     derived = booster_derived(booster)
-    s = booster.inplace_predict(model_inputs(X, derived, T))
-    s = np.asarray(s, dtype=np.float32).reshape(-1)
     inner = na_booster(booster)
-    if inner is not None:
-        na = util_na(X)
-        if na.any():
-            blind = inner.inplace_predict(model_inputs(util_blind(X[na]), derived))
-            s[na] = np.asarray(blind, dtype=np.float32).reshape(-1)
+    na = util_na(X) if inner is not None else None
+    if na is None or not na.any():
+        s = booster.inplace_predict(model_inputs(X, derived, T))
+        return np.asarray(s, dtype=np.float32).reshape(-1)
+    # each row through one booster only
+    s = np.empty(len(X), dtype=np.float32)
+    if not na.all():
+        part = booster.inplace_predict(model_inputs(X[~na], derived, None if T is None else T[~na]))
+        s[~na] = np.asarray(part, dtype=np.float32).reshape(-1)
+    blind = inner.inplace_predict(model_inputs(util_blind(X[na]), derived))
+    s[na] = np.asarray(blind, dtype=np.float32).reshape(-1)
     return s
 
 
