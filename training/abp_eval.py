@@ -14,9 +14,12 @@ Splits: leave-one-GPU-model-out (train on every other model of the training flee
 held-out model's GPUs), leave-one-mining-profile-out (train without one mining profile, test on
 held-out GPUs incl. that profile), and "independent" (train on the whole training fleet, test on
 the independent fleet). Reported: recall and FPR at the calibrated threshold, recall at FPR <=
-target on the test rows' own curve, ROC/PR AUC, recall per mining profile, FPR per benign
-workload, recall per GPU model, segment recall and median samples to the first alert. Printed,
-and logged to MLflow (experiment ``abp-eval``) when the tracking server answers.
+target on the test rows' own curve with a 95% interval (test GPUs resampled whole, 200 times: at
+0.1% FPR one benign episode on one GPU can set the threshold, so the figure moves with the GPUs a
+test fleet holds; the interval does not cover retraining), ROC/PR AUC, recall per mining
+profile, FPR per benign workload, recall per GPU model, segment recall and median samples to the
+first alert. Printed, and logged to MLflow (experiment ``abp-eval``) when the tracking server
+answers.
 
     python -m training.abp_eval --seeds 0 1 2
 """
@@ -31,6 +34,7 @@ import math
 import sys
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,20 +137,35 @@ def segments(ds: m.Dataset) -> list[np.ndarray]:
     return out
 
 
+BOOT = "_boot/recall_at_fpr"  # bootstrap replicates, folded into an interval by ``evaluate``
+N_BOOT = 200
+
+
 def metrics(
-    ds: m.Dataset, gpu_model: np.ndarray, s: np.ndarray, thr: float, target_fpr: float
-) -> dict[str, float]:
-    """Every figure the report prints, for scores ``s`` at threshold ``thr``."""
+    ds: m.Dataset,
+    gpu_model: np.ndarray,
+    s: np.ndarray,
+    thr: float,
+    target_fpr: float,
+    boot_seed: int = 0,
+) -> dict[str, Any]:
+    """Every figure the report prints, for scores ``s`` at threshold ``thr``.
+
+    ``BOOT`` holds ``N_BOOT`` replicates of recall at the FPR target over test GPUs resampled
+    whole (seeded by ``boot_seed``); ``evaluate`` turns their fold and seed means into a 95%
+    interval.
+    """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     y = ds.y
     pred = s >= thr
     both = (y == 1).any() and (y == 0).any()
-    out: dict[str, float] = {
+    out: dict[str, Any] = {
         "recall": float(pred[y == 1].mean()) if (y == 1).any() else math.nan,
         "fpr": float(pred[y == 0].mean()) if (y == 0).any() else math.nan,
         "precision": float(y[pred].mean()) if pred.any() else math.nan,
         "recall_at_fpr": m.recall_at_fpr(y, s, target_fpr),
+        BOOT: m.recall_at_fpr_interval(y, s, ds.gpu, target_fpr, N_BOOT, boot_seed),
         "roc_auc": float(roc_auc_score(y, s)) if both else math.nan,
         "pr_auc": float(average_precision_score(y, s)) if both else math.nan,
     }
@@ -183,7 +202,8 @@ def leave_one_model_out(
         for kind in kinds:
             score_fn, thr = fit_detector(kind, train, fpr, trees, seed)
             s = score_fn(test)
-            folds[kind].append(metrics(test, f.model[te], s, thr, fpr))
+            boot_seed = seed * 1000 + len(folds[kind])
+            folds[kind].append(metrics(test, f.model[te], s, thr, fpr, boot_seed))
             pooled[kind].append((te, s, thr))
     return _summarise(f, pooled, folds, fpr)
 
@@ -207,7 +227,7 @@ def leave_one_profile_out(
         for kind in kinds:
             score_fn, thr = fit_detector(kind, train, fpr, trees, seed)
             s = score_fn(test)
-            res = metrics(test, f.model[te], s, thr, fpr)
+            res = metrics(test, f.model[te], s, thr, fpr, seed * 1000 + len(folds[kind]))
             mask = test.profile == prof
             res["heldout_recall"] = float((s[mask] >= thr).mean())
             # recall on the unseen profile at the FPR target on this fold's benign rows
@@ -225,14 +245,37 @@ def independent(
     out = {}
     for kind in kinds:
         score_fn, thr = fit_detector(kind, train.ds, fpr, trees, seed)
-        out[kind] = metrics(test.ds, test.model, score_fn(test.ds), thr, fpr)
+        out[kind] = metrics(test.ds, test.model, score_fn(test.ds), thr, fpr, seed * 1000)
     return out
 
 
-def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Key-wise mean over folds (NaN-free where any fold has the key)."""
+def _mean(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Key-wise mean over folds (NaN-free where any fold has the key); replicate arrays are
+    averaged replicate by replicate (each fold resampled independently: a draw of the mean)."""
     keys = {k for r in rows for k in r}
-    return {k: float(np.nanmean([r[k] for r in rows if k in r])) for k in sorted(keys)}
+    out: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate NaN in every fold
+        for k in sorted(keys):
+            vals = [r[k] for r in rows if k in r]
+            if k.startswith("_boot/"):
+                out[k] = np.nanmean(np.stack(vals), axis=0)
+            else:
+                out[k] = float(np.nanmean(vals))
+    return out
+
+
+def _intervals(res: dict[str, Any]) -> dict[str, float]:
+    """``res`` with each replicate array replaced by its 2.5% and 97.5% percentiles
+    (``recall_at_fpr_low`` / ``_high``)."""
+    out = {k: v for k, v in res.items() if not k.startswith("_boot/")}
+    for k, v in res.items():
+        if k.startswith("_boot/"):
+            name = k.removeprefix("_boot/")
+            ok = np.asarray(v)[np.isfinite(v)]
+            lo, hi = np.percentile(ok, [2.5, 97.5]) if len(ok) else (math.nan, math.nan)
+            out[f"{name}_low"], out[f"{name}_high"] = float(lo), float(hi)
+    return out
 
 
 def _summarise(f: Fleet, pooled: dict, folds: dict, fpr: float) -> dict:
@@ -267,6 +310,8 @@ def report(
     head = f"{'':<34}" + "".join(f"{k:>15}" for k in kinds)
     main = (
         "recall_at_fpr",
+        "recall_at_fpr_low",
+        "recall_at_fpr_high",
         "recall",
         "fpr",
         "precision",
@@ -288,7 +333,11 @@ def report(
         lines.append(head)
         extra = ("heldout_recall", "heldout_recall_at_fpr") if split == "lopo" else ()
         for key in main + extra:
-            label = {"recall_at_fpr": f"recall at FPR<={fpr:g} (test curve)"}.get(key, key)
+            label = {
+                "recall_at_fpr": f"recall at FPR<={fpr:g} (test curve)",
+                "recall_at_fpr_low": "  95% interval, low (GPUs resampled)",
+                "recall_at_fpr_high": "  95% interval, high",
+            }.get(key, key)
             lines.append(_row(label, res, key, kinds))
         keys = sorted({k for r in res.values() for k in r if "/" in k})
         for key in keys:
@@ -363,7 +412,7 @@ def evaluate(seeds: list[int], work: Path, args: argparse.Namespace) -> dict:
             for kind, vals in res.items():
                 per_seed[name][kind].append(vals)
             log.info("seed %d: %s done in %.0f s", seed, name, time.perf_counter() - t1)
-    return {s: {k: _mean(v) for k, v in r.items()} for s, r in per_seed.items()}
+    return {s: {k: _intervals(_mean(v)) for k, v in r.items()} for s, r in per_seed.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -621,6 +621,63 @@ def recall_at_fpr(y: np.ndarray, scores: np.ndarray, target_fpr: float) -> float
     return float((np.asarray(scores)[y == 1] >= t).mean())
 
 
+def recall_at_fpr_resampled(
+    y: np.ndarray, scores: np.ndarray, groups: np.ndarray, target_fpr: float, counts: np.ndarray
+) -> np.ndarray:
+    """:func:`recall_at_fpr` of each resample of whole groups (GPUs) of the rows.
+
+    ``counts`` is (B, G): how many times resample b draws group g (``groups`` indexes 0..G-1
+    per row). A group drawn c times counts its rows c times, benign and mining alike, exactly
+    as if they were repeated; with every count 1 the figure is :func:`recall_at_fpr`'s.
+    NaN for a resample with no mining or no benign row.
+    """
+    y = np.asarray(y)
+    s = np.asarray(scores, dtype=np.float32)
+    g = np.asarray(groups)
+    counts = np.asarray(counts, dtype=np.int64)
+    neg_order = np.argsort(-s[y == 0], kind="stable")
+    neg, neg_g = s[y == 0][neg_order], g[y == 0][neg_order]
+    pos_order = np.argsort(s[y == 1], kind="stable")
+    pos, pos_g = s[y == 1][pos_order], g[y == 1][pos_order]
+    out = np.full(len(counts), np.nan)
+    for b, c in enumerate(counts):
+        wn, wp = c[neg_g], c[pos_g]
+        cn = np.cumsum(wn)
+        if len(cn) == 0 or cn[-1] == 0 or wp.sum() == 0:
+            continue
+        # as calibrate_threshold: at most floor(target * negatives) benign rows at or above
+        k = int(np.floor(target_fpr * cn[-1] + 1e-9))
+        j = int(np.searchsorted(cn, k, side="right"))  # the (k+1)-th highest benign row
+        t = np.nextafter(neg[j], np.float32(np.inf))
+        first = int(np.searchsorted(pos, t, side="left"))
+        out[b] = wp[first:].sum() / wp.sum()
+    return out
+
+
+def recall_at_fpr_interval(
+    y: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    target_fpr: float,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> np.ndarray:
+    """``n_boot`` bootstrap replicates of :func:`recall_at_fpr`, resampling whole GPUs.
+
+    At a target FPR of 0.1% the threshold is set by the few most miner-like benign rows, often
+    one benign episode on one GPU, so the figure moves with which GPUs a test fleet holds;
+    the spread of the replicates shows by how much. Rows of one GPU are resampled together
+    (they are not independent samples).
+    """
+    _, gid = np.unique(np.asarray(groups), return_inverse=True)
+    n = int(gid.max()) + 1 if len(gid) else 0
+    if n == 0:
+        return np.full(n_boot, np.nan)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+    return recall_at_fpr_resampled(y, scores, gid, target_fpr, counts)
+
+
 def gpu_folds(ds: Dataset, k: int, seed: int = 0) -> list[np.ndarray]:
     """Row indices of ``k`` folds of whole GPUs (GPUs that mined and those that never did are
     dealt out separately, so every fold with enough GPUs holds both classes)."""
