@@ -13,13 +13,14 @@ judged the same way, each with its threshold chosen on out-of-fold training GPUs
 Splits: leave-one-GPU-model-out (train on every other model of the training fleet, test on the
 held-out model's GPUs), leave-one-mining-profile-out (train without one mining profile, test on
 held-out GPUs incl. that profile), and "independent" (train on the whole training fleet, test on
-the independent fleet). Reported: recall and FPR at the calibrated threshold, recall at FPR <=
-target on the test rows' own curve with a 95% interval (test GPUs resampled whole, 200 times: at
-0.1% FPR one benign episode on one GPU can set the threshold, so the figure moves with the GPUs a
-test fleet holds; the interval does not cover retraining), ROC/PR AUC, recall per mining
-profile, FPR per benign workload, recall per GPU model, segment recall and median samples to the
-first alert. Printed, and logged to MLflow (experiment ``abp-eval``) when the tracking server
-answers.
+the independent fleet). Reported: recall and FPR at the calibrated threshold; recall at FPR <=
+target on the test rows' own curve, with a 95% interval (test GPUs resampled whole, 200 times:
+at 0.1% FPR one benign episode on one GPU can set the threshold, so the figure moves with the
+GPUs a test fleet holds; the interval does not cover retraining) and each detector's gain there
+over the baseline with a paired interval (the same resamples for every detector); ROC/PR AUC,
+recall per mining profile, FPR per benign workload, recall per GPU model, segment recall and
+median samples to the first alert. Printed, and logged to MLflow (experiment ``abp-eval``) when
+the tracking server answers.
 
     python -m training.abp_eval --seeds 0 1 2
 """
@@ -50,6 +51,7 @@ from secml.abp import model as m
 log = logging.getLogger(__name__)
 
 DETECTORS = ("lr", "xgb", "xgb+temporal")
+BASELINE = "lr"
 EXPERIMENT = "abp-eval"
 
 
@@ -312,6 +314,8 @@ def report(
         "recall_at_fpr",
         "recall_at_fpr_low",
         "recall_at_fpr_high",
+        f"recall_at_fpr_over_{BASELINE}_low",
+        f"recall_at_fpr_over_{BASELINE}_high",
         "recall",
         "fpr",
         "precision",
@@ -333,10 +337,14 @@ def report(
         lines.append(head)
         extra = ("heldout_recall", "heldout_recall_at_fpr") if split == "lopo" else ()
         for key in main + extra:
+            if not any(key in r for r in res.values()):
+                continue  # the gain over the baseline, when the baseline did not run
             label = {
                 "recall_at_fpr": f"recall at FPR<={fpr:g} (test curve)",
                 "recall_at_fpr_low": "  95% interval, low (GPUs resampled)",
                 "recall_at_fpr_high": "  95% interval, high",
+                f"recall_at_fpr_over_{BASELINE}_low": f"  gain over {BASELINE}, 95% low (paired)",
+                f"recall_at_fpr_over_{BASELINE}_high": f"  gain over {BASELINE}, 95% high",
             }.get(key, key)
             lines.append(_row(label, res, key, kinds))
         keys = sorted({k for r in res.values() for k in r if "/" in k})
@@ -412,7 +420,23 @@ def evaluate(seeds: list[int], work: Path, args: argparse.Namespace) -> dict:
             for kind, vals in res.items():
                 per_seed[name][kind].append(vals)
             log.info("seed %d: %s done in %.0f s", seed, name, time.perf_counter() - t1)
-    return {s: {k: _intervals(_mean(v)) for k, v in r.items()} for s, r in per_seed.items()}
+    return {
+        split: _with_intervals({k: _mean(v) for k, v in r.items()}) for split, r in per_seed.items()
+    }
+
+
+def _with_intervals(means: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Seed means per detector with replicates folded into intervals, plus each detector's gain
+    in recall at the FPR target over the baseline (``recall_at_fpr_over_lr_low`` / ``_high``):
+    every detector is resampled with the same test GPUs (same fold, same seed), so replicate
+    differences are a paired bootstrap of the gain."""
+    base = means.get(BASELINE, {}).get(BOOT)
+    out = {}
+    for kind, vals in means.items():
+        if base is not None and kind != BASELINE and BOOT in vals:
+            vals = {**vals, f"{BOOT}_over_{BASELINE}": vals[BOOT] - base}
+        out[kind] = _intervals(vals)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

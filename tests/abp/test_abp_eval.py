@@ -37,7 +37,11 @@ def test_eval_prints_every_split_beside_the_baseline_and_logs_to_mlflow(
         for vals in res_split.values():
             assert 0 <= vals["recall_at_fpr_low"] <= vals["recall_at_fpr_high"] <= 1
             assert not any(k.startswith("_boot") for k in vals)
-    assert "95% interval" in text
+    assert "95% interval" in text and "gain over lr" in text
+    for res_split in res.values():  # paired: xgb's gain over the baseline on the same resamples
+        assert "recall_at_fpr_over_lr_low" not in res_split["lr"]
+        gain = res_split["xgb"]
+        assert -1 <= gain["recall_at_fpr_over_lr_low"] <= gain["recall_at_fpr_over_lr_high"] <= 1
     assert any(k.startswith("fpr/render_powercap") for k in ind)
     assert "MLflow: logged to" in text
     import mlflow
@@ -127,3 +131,18 @@ def test_folds_and_seeds_average_replicates_into_an_interval() -> None:
     out = abp_eval._intervals(mean)
     assert abp_eval.BOOT not in out and out["recall_at_fpr"] == 0.75
     assert out["recall_at_fpr_low"] == pytest.approx(0.5) and out["recall_at_fpr_high"] == 1.0
+
+
+def test_the_gain_over_the_baseline_is_paired_replicate_by_replicate() -> None:
+    base = np.array([0.2, 0.5, 0.4, 0.3])
+    means = {
+        "lr": {"recall_at_fpr": 0.3, abp_eval.BOOT: base},
+        "xgb": {"recall_at_fpr": 0.5, abp_eval.BOOT: base + 0.2},  # always 0.2 better
+    }
+    out = abp_eval._with_intervals(means)
+    # unpaired, the intervals overlap; paired, the gain is 0.2 in every resample
+    assert out["xgb"]["recall_at_fpr_low"] < out["lr"]["recall_at_fpr_high"]
+    assert out["xgb"]["recall_at_fpr_over_lr_low"] == pytest.approx(0.2)
+    assert out["xgb"]["recall_at_fpr_over_lr_high"] == pytest.approx(0.2)
+    assert "recall_at_fpr_over_lr_low" not in out["lr"]
+    assert "recall_at_fpr_over_lr_low" not in abp_eval._with_intervals({"xgb": means["xgb"]})["xgb"]
