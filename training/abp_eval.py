@@ -139,7 +139,8 @@ def segments(ds: m.Dataset) -> list[np.ndarray]:
     return out
 
 
-BOOT = "_boot/recall_at_fpr"  # bootstrap replicates, folded into an interval by ``evaluate``
+BOOT_PREFIX = "_boot/"  # keys holding bootstrap replicates, folded into intervals by ``evaluate``
+BOOT = BOOT_PREFIX + "recall_at_fpr"
 N_BOOT = 200
 
 
@@ -260,7 +261,7 @@ def _mean(rows: list[dict[str, Any]]) -> dict[str, Any]:
         warnings.simplefilter("ignore", RuntimeWarning)  # a replicate NaN in every fold
         for k in sorted(keys):
             vals = [r[k] for r in rows if k in r]
-            if k.startswith("_boot/"):
+            if k.startswith(BOOT_PREFIX):
                 out[k] = np.nanmean(np.stack(vals), axis=0)
             else:
                 out[k] = float(np.nanmean(vals))
@@ -270,10 +271,10 @@ def _mean(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _intervals(res: dict[str, Any]) -> dict[str, float]:
     """``res`` with each replicate array replaced by its 2.5% and 97.5% percentiles
     (``recall_at_fpr_low`` / ``_high``)."""
-    out = {k: v for k, v in res.items() if not k.startswith("_boot/")}
+    out = {k: v for k, v in res.items() if not k.startswith(BOOT_PREFIX)}
     for k, v in res.items():
-        if k.startswith("_boot/"):
-            name = k.removeprefix("_boot/")
+        if k.startswith(BOOT_PREFIX):
+            name = k.removeprefix(BOOT_PREFIX)
             ok = np.asarray(v)[np.isfinite(v)]
             lo, hi = np.percentile(ok, [2.5, 97.5]) if len(ok) else (math.nan, math.nan)
             out[f"{name}_low"], out[f"{name}_high"] = float(lo), float(hi)
