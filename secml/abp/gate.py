@@ -4,7 +4,10 @@ The ``production`` alias moves only when the new version's recall at the target 
 rate (``settings.abp_target_fpr``, 0.1% by default) reaches the configured minimum and is not
 below the current production version's on the same evaluation data. F1 (at the model's own
 calibrated threshold) is recorded beside it but no longer decides. Aliases only; stages are never
-used.
+used. Beside a production version the decision also records a paired 95% interval of the gain
+(both versions scored on the same rows, test GPUs resampled whole), so a refusal or promotion
+that is within the noise of which GPUs the evaluation data holds shows as such; the rule itself
+compares the point estimates.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from secml.abp.model import (
     model_inputs,
     plots,
     recall_at_fpr,
+    recall_at_fpr_gain,
     score_dataset,
 )
 
@@ -57,6 +61,10 @@ class GateDecision:
     min_recall: float = 0.0
     production_recall: float | None = None
     target_fpr: float = 0.001
+    # paired 95% interval of (recall - production_recall), test GPUs resampled whole: whether
+    # a difference is more than which GPUs the evaluation data happens to hold
+    gain_low: float | None = None
+    gain_high: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for Prefect results and logs)."""
@@ -225,6 +233,7 @@ def gate(
     prod = production_version(model_name)
     prod_f1: float | None = None
     prod_recall: float | None = None
+    gain: tuple[float, float] | None = None
     if prod is not None and prod != version:
         from secml.abp.model import booster_threshold, evaluate
 
@@ -234,7 +243,16 @@ def gate(
         prod_f1 = evaluate(
             test.y, prod_scores, test.profile, booster_threshold(prod_booster), target_fpr
         )["f1"]
+        # the version as registered, scored on the same rows: the paired interval of its gain
+        new_scores = score_dataset(load_version(version, model_name), test)
+        gain = recall_at_fpr_gain(test.y, prod_scores, new_scores, test.gpu, target_fpr)
     promoted, reason = decide(recall, min_recall, target_fpr, f1, prod, prod_recall)
+    if gain is not None:
+        n_gpus = len(np.unique(test.gpu))
+        reason += (
+            f"; gain over production {recall - prod_recall:+.4f}, paired 95% interval "
+            f"[{gain[0]:+.4f}, {gain[1]:+.4f}] over {n_gpus} test GPUs resampled"
+        )
     # opt-in (settings.abp_robustness_gate): the evasion search may still refuse the version
     from secml.abp.evasion import apply_robustness_gate
 
@@ -252,10 +270,16 @@ def gate(
         client.set_model_version_tag(
             model_name, version, "production_recall_at_target_fpr", f"{prod_recall:.6f}"
         )
+    if gain is not None:
+        client.set_model_version_tag(
+            model_name, version, "recall_gain_over_production_95",
+            f"[{gain[0]:.6f}, {gain[1]:.6f}]",
+        )  # fmt: skip
     log.info(
         "gate for %s v%s: %s (%s)", model_name, version, "promoted" if promoted else "kept", reason
     )
     return GateDecision(
         version, promoted, reason, f1, min_f1, prod, prod_f1,
         recall, min_recall, prod_recall, target_fpr,
+        *(gain if gain is not None else (None, None)),
     )  # fmt: skip

@@ -678,6 +678,30 @@ def recall_at_fpr_interval(
     return recall_at_fpr_resampled(y, scores, gid, target_fpr, counts)
 
 
+def recall_at_fpr_gain(
+    y: np.ndarray,
+    base: np.ndarray,
+    other: np.ndarray,
+    groups: np.ndarray,
+    target_fpr: float,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Paired 95% interval of ``recall_at_fpr(other) - recall_at_fpr(base)`` on the same rows.
+
+    Both score vectors are resampled with the same whole GPUs (:func:`recall_at_fpr_interval`
+    with one seed draws the same counts), so what the two share (which benign episode sets the
+    threshold, which miners the fleet holds) cancels. ``(nan, nan)`` when no resample has
+    both classes.
+    """
+    a = recall_at_fpr_interval(y, base, groups, target_fpr, n_boot, seed)
+    b = recall_at_fpr_interval(y, other, groups, target_fpr, n_boot, seed)
+    d = (b - a)[np.isfinite(b - a)]
+    if len(d) == 0:
+        return math.nan, math.nan
+    return float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))
+
+
 def gpu_folds(ds: Dataset, k: int, seed: int = 0) -> list[np.ndarray]:
     """Row indices of ``k`` folds of whole GPUs (GPUs that mined and those that never did are
     dealt out separately, so every fold with enough GPUs holds both classes)."""

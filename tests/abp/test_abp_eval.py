@@ -122,6 +122,20 @@ def test_the_interval_shows_when_one_benign_gpu_sets_the_threshold() -> None:
     assert (m.recall_at_fpr_interval(y, s, g, 0.001, n_boot=50) == 1.0).all()
 
 
+def test_the_paired_gain_resamples_both_detectors_with_the_same_gpus() -> None:
+    y, s, g = _fleet_scores(outlier=False)
+    assert m.recall_at_fpr_gain(y, s, s.copy(), g, 0.001) == (0.0, 0.0)
+    # the other detector misses one of the five mining GPUs (scored under every benign row):
+    # never better, worse in every resample that draws that GPU (about 64%)
+    worse = np.where(g == 14, np.float32(0.05), s)
+    low, high = m.recall_at_fpr_gain(y, s, worse, g, 0.001, n_boot=200, seed=3)
+    assert high == 0.0 and -1.0 < low < -0.1
+    low2, high2 = m.recall_at_fpr_gain(y, worse, s, g, 0.001, n_boot=200, seed=3)
+    assert (low2, high2) == (-high, -low)  # the same resamples, the sign reversed
+    benign_only = np.zeros_like(y)
+    assert all(np.isnan(m.recall_at_fpr_gain(benign_only, s, worse, g, 0.001)))
+
+
 def test_folds_and_seeds_average_replicates_into_an_interval() -> None:
     a = {"recall_at_fpr": 0.5, abp_eval.BOOT: np.array([0.0, 1.0, np.nan, 0.5])}
     b = {"recall_at_fpr": 1.0, abp_eval.BOOT: np.array([1.0, 1.0, 1.0, np.nan])}
