@@ -28,6 +28,7 @@ from training.consumer import (
     DEPLOYMENTS,
     ControlConsumer,
     DispatchLedger,
+    ensure_topics,
     plan_dispatches,
 )
 from training.producer import make_producer, publish, publish_detections
@@ -587,7 +588,12 @@ def test_broker_restart_mid_stream(
     try:
         _produce(s, stream, 60, "r")
         consumer = ControlConsumer(s, deployments=_mapping(standins), max_batch=8)
+        deadline = time.monotonic() + 300
         while consumer.ledger.count() < 10:  # part of the first half is dispatched
+            assert time.monotonic() < deadline, (
+                f"{consumer.ledger.count()}/10 dispatched in 300 s; "
+                f"assigned {consumer.consumer.assignment()}"
+            )
             consumer.poll_once()
         stack.down(["kafka"], timeout_s=15)
         for _ in range(2):  # the consumer keeps going while the broker is away
@@ -604,6 +610,78 @@ def test_broker_restart_mid_stream(
         assert _committed(s) == 120
     finally:
         stack.down(["kafka"], timeout_s=15)
+
+
+@pytest.mark.integration
+def test_consumer_idle_before_it_joined_still_joins(
+    kafka_broker: Settings, standins: dict[str, str], tmp_path: Path
+) -> None:
+    """A consumer whose first poll ended before the group join did (as under load) goes on to
+    join and dispatch: polls block until partitions are assigned. Non-blocking polls alone
+    never finished the join (a make test run waited 15 minutes)."""
+    s = _settings(kafka_broker, tmp_path, uuid.uuid4().hex[:8])
+    stream = Stream()
+    _produce(s, stream, 20, "j")
+    consumer = ControlConsumer(s, deployments=_mapping(standins))
+    consumer._idle_wait = consumer.idle_wait_s  # idle from the first poll on
+    try:
+        _drain(consumer, stream, timeout_s=120)
+    finally:
+        consumer.close()
+    _assert_exactly_once(stream, standins)
+
+
+@pytest.mark.integration
+def test_idle_member_gives_up_a_partition_in_a_rebalance(
+    kafka_broker: Settings, tmp_path: Path
+) -> None:
+    """An idle, assigned consumer rejoins when a second member joins its group: each
+    partition ends up owned by exactly one of them (an idle member used to keep it while the
+    newcomer was given it too). Two partitions: range assignment gives each member one."""
+    from kafka import KafkaConsumer
+
+    s = _settings(kafka_broker, tmp_path, uuid.uuid4().hex[:8])
+    ensure_topics(s, partitions=2)
+    consumer = ControlConsumer(s, dispatcher=lambda d: "run")
+    other = None
+    try:
+        deadline = time.monotonic() + 60
+        while not consumer.consumer.assignment():
+            assert time.monotonic() < deadline, "the consumer never joined its group"
+            consumer.poll_once()
+        for _ in range(5):  # idle: non-blocking polls from here on
+            consumer.poll_once()
+        assert consumer._idle_wait > 0
+        other = KafkaConsumer(
+            s.kafka_control_topic,
+            **s.kafka_client_config(),
+            group_id=s.kafka_consumer_group,
+            enable_auto_commit=False,
+            session_timeout_ms=10000,
+        )
+        done = threading.Event()
+
+        def poll_other() -> None:  # the newcomer polls as a consumer of its own would
+            while not done.is_set():
+                other.poll(timeout_ms=500)
+
+        polling = threading.Thread(target=poll_other)
+        polling.start()
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                consumer.poll_once()
+                mine, theirs = consumer.consumer.assignment(), other.assignment()
+                if len(mine) == len(theirs) == 1 and not mine & theirs:
+                    break
+                assert time.monotonic() < deadline, f"after 60 s: consumer {mine}, other {theirs}"
+        finally:
+            done.set()
+            polling.join()
+    finally:
+        if other is not None:
+            other.close()
+        consumer.close()
 
 
 @pytest.mark.integration

@@ -109,11 +109,13 @@ class ControlConsumer:
         at once). Blocking polls would not idle with a broker that answers an empty fetch at
         once instead of holding it for ``fetch.max.wait.ms`` (noida-db does): kafka-python then
         sends fetch after fetch for the whole timeout, a busy loop (~80-95% of a core measured).
+        Until the group is settled (see :meth:`_group_settled`) polls block even when idle:
+        kafka-python 3.0.12 never completes a group join from polls with ``timeout_ms=0``.
         """
         from kafka.errors import KafkaError
 
         self._retry_commit()
-        timeout_ms = 0 if self._idle_wait else self.poll_timeout_ms
+        timeout_ms = 0 if self._idle_wait and self._group_settled() else self.poll_timeout_ms
         try:
             polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_batch)
         except KafkaError as exc:
@@ -226,6 +228,20 @@ class ControlConsumer:
             log.info("message %s → %s flow run %s", d.message_id, d.deployment, run_id)
         self.ledger.record_dispatches(ok_rows)
         return failed
+
+    def _group_settled(self) -> bool:
+        """True while partitions are assigned and no rebalance is asking this member to rejoin.
+
+        A join or rejoin only progresses inside a blocking poll: from non-blocking ones a new
+        consumer stayed unassigned for 40 s (a make test run saw 15 minutes), and an idle
+        member kept a partition another member had been given. ``need_rejoin`` is the
+        coordinator's own flag (kafka-python's, not public API); without it, only the
+        assignment is checked.
+        """
+        if not self.consumer.assignment():
+            return False
+        need_rejoin = getattr(getattr(self.consumer, "_coordinator", None), "need_rejoin", None)
+        return not (callable(need_rejoin) and need_rejoin())
 
     def _rewind(self, records: list[Any]) -> None:
         """Seek every partition in ``records`` back to its first record."""
