@@ -22,12 +22,19 @@ log = logging.getLogger(__name__)
 
 def demo(
     settings: Settings | None = None,
-    gpus: int = 24,
+    gpus: int = 96,
     hours: float = 6.0,
     seed: int = 0,
     model_name: str = MODEL_NAME,
 ) -> dict[str, Any]:
-    """Generate data under ``<data_dir>/abp`` (if absent), run ``abp-train``; return its result."""
+    """Generate data under ``<data_dir>/abp`` (if absent), run ``abp-train``; return its result.
+
+    96 GPUs x 6 h at 10 s (207,360 samples). Scored on the independent generator's fleet
+    (``python -m training.abp_eval --splits indep --gpus 96 --hours 6 --interval 10``, seeds
+    0-6), recall at FPR <= 0.1% was 0.837 against 0.730 for the 24 GPUs this used before
+    (paired gain +0.107, 95% interval [+0.076, +0.133]); 96 GPUs x 1.5 h, as many samples as
+    before, gained only +0.027 [-0.002, +0.067]: both more boards and longer histories count.
+    """
     settings = settings or get_settings()
     out = Path(settings.data_dir) / "abp"
     if not (out / DATA_FILE).exists():
