@@ -631,6 +631,21 @@ def test_consumer_idle_before_it_joined_still_joins(
     _assert_exactly_once(stream, standins)
 
 
+def _gauges(consumer: ControlConsumer) -> tuple[float | None, set[str]]:
+    """The consumer's assigned-partitions gauge and the partitions its lag gauge reports,
+    refreshed now."""
+    consumer._last_lag = 0.0
+    consumer._update_lag()
+    reg = consumer.metrics.registry
+    lag = {
+        sample.labels["partition"]
+        for metric in reg.collect()
+        if metric.name == "consumer_lag_messages"
+        for sample in metric.samples
+    }
+    return reg.get_sample_value("consumer_assigned_partitions"), lag
+
+
 @pytest.mark.integration
 def test_idle_member_gives_up_a_partition_in_a_rebalance(
     kafka_broker: Settings, tmp_path: Path
@@ -652,6 +667,7 @@ def test_idle_member_gives_up_a_partition_in_a_rebalance(
         for _ in range(5):  # idle: non-blocking polls from here on
             consumer.poll_once()
         assert consumer._idle_wait > 0
+        assert _gauges(consumer) == (2, {"0", "1"})
         other = KafkaConsumer(
             s.kafka_control_topic,
             **s.kafka_client_config(),
@@ -675,6 +691,8 @@ def test_idle_member_gives_up_a_partition_in_a_rebalance(
                 if len(mine) == len(theirs) == 1 and not mine & theirs:
                     break
                 assert time.monotonic() < deadline, f"after 60 s: consumer {mine}, other {theirs}"
+            # the gauges follow: one partition held, no stale lag for the one given away
+            assert _gauges(consumer) == (1, {str(next(iter(mine)).partition)})
         finally:
             done.set()
             polling.join()

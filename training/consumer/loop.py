@@ -75,6 +75,7 @@ class ControlConsumer:
         self._pending_commit: dict[Any, int] = {}
         self._stop = threading.Event()
         self._last_lag = 0.0
+        self._lag_series: set[tuple[str, str]] = set()  # (topic, partition) the lag gauge holds
         self._backoff_s = 1.0
 
     # -- the loop
@@ -283,7 +284,11 @@ class ControlConsumer:
         self._pending_commit.clear()
 
     def _update_lag(self, every_s: float = 5.0) -> None:
-        """Refresh the lag gauge (end offset − position) every few seconds."""
+        """Refresh the assignment and lag gauges (end offset − position) every few seconds.
+
+        A partition this member no longer holds drops out of the lag gauge (its new owner
+        reports it), so a rebalance leaves no stale lag behind.
+        """
         from kafka.errors import KafkaError
 
         now = time.monotonic()
@@ -291,6 +296,11 @@ class ControlConsumer:
             return
         self._last_lag = now
         parts = list(self.consumer.assignment())
+        self.metrics.assigned.set(len(parts))
+        held = {(tp.topic, str(tp.partition)) for tp in parts}
+        for labels in self._lag_series - held:
+            self.metrics.lag.remove(*labels)
+        self._lag_series = held
         if not parts:
             return
         try:

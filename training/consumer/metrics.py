@@ -49,6 +49,11 @@ class ConsumerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.assigned = Gauge(
+            "consumer_assigned_partitions",
+            "Partitions of the control topic this consumer holds (0 while it has not joined)",
+            registry=r,
+        )
         self.dispatch_seconds = Histogram(
             "consumer_dispatch_seconds",
             "Time to validate and dispatch one polled batch",
