@@ -286,17 +286,20 @@ class ControlConsumer:
     def _update_lag(self, every_s: float = 5.0) -> None:
         """Refresh the assignment and lag gauges (end offset − position) every few seconds.
 
-        A partition this member no longer holds drops out of the lag gauge (its new owner
-        reports it), so a rebalance leaves no stale lag behind.
+        The assignment gauge is refreshed even while a commit waits for the broker (the lag
+        then waits with it). A partition this member no longer holds drops out of the lag
+        gauge (its new owner reports it), so a rebalance leaves no stale lag behind.
         """
         from kafka.errors import KafkaError
 
         now = time.monotonic()
-        if now - self._last_lag < every_s or self._pending_commit:
+        if now - self._last_lag < every_s:
+            return
+        parts = list(self.consumer.assignment())
+        self.metrics.assigned.set(len(parts))  # also while a commit waits: a stuck join shows
+        if self._pending_commit:
             return
         self._last_lag = now
-        parts = list(self.consumer.assignment())
-        self.metrics.assigned.set(len(parts))
         held = {(tp.topic, str(tp.partition)) for tp in parts}
         for labels in self._lag_series - held:
             self.metrics.lag.remove(*labels)
