@@ -105,7 +105,8 @@ def fit_detector(
 ) -> tuple[Scorer, float]:
     """Train detector ``kind`` on ``ds``; (scorer over datasets, calibrated threshold)."""
     if kind == "lr":
-        thr, _ = m.oof_threshold(ds, _fit_lr, target_fpr, seed=seed + 1)
+        repeats = m.TrainParams().calibration_repeats  # calibrated as the XGBoost ones are
+        thr, _ = m.oof_threshold(ds, _fit_lr, target_fpr, seed=seed + 1, repeats=repeats)
         return _fit_lr(ds), thr
     params = m.TrainParams(
         **{**({"n_estimators": trees} if trees else {}), **XGB_OVERRIDES},

@@ -320,6 +320,10 @@ def abp_train(
         "data_files": ",".join(files)[:4000],
         "threshold": repr(calib["threshold"]),
         "target_fpr": repr(fpr),
+        # the single fold draws' thresholds the calibration pooled: how much one draw moved
+        "threshold_draws": "..".join(
+            repr(calib.get(k)) for k in ("threshold_draw_min", "threshold_draw_max")
+        ),
         "tuned_from_run": tuned_run or "",
     }
     logged = params.as_dict() | {

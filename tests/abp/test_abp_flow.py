@@ -70,6 +70,9 @@ def test_first_version_is_logged_and_promoted(first, model_name) -> None:
     assert {"f1", "precision", "recall", "roc_auc"} <= set(run.data.metrics)
     assert any(k.startswith("recall_mining_") for k in run.data.metrics)
     assert run.data.tags["analyst_labels"] == "1"
+    # calibrated over three fold draws pooled; the run keeps the range of single-draw thresholds
+    lo, hi = map(float, run.data.tags["threshold_draws"].split(".."))
+    assert calib["repeats"] == 3 and lo <= calib["threshold"] <= hi
     files = {f.path for f in client.list_artifacts(first["run_id"])}
     assert "features.json" in files
     plots = {f.path for f in client.list_artifacts(first["run_id"], "plots")}
