@@ -105,7 +105,8 @@ def fit_detector(
 ) -> tuple[Scorer, float]:
     """Train detector ``kind`` on ``ds``; (scorer over datasets, calibrated threshold)."""
     if kind == "lr":
-        repeats = m.TrainParams().calibration_repeats  # calibrated as the XGBoost ones are
+        # calibrated as the XGBoost detectors are (--xgb may set calibration_repeats)
+        repeats = XGB_OVERRIDES.get("calibration_repeats", m.TrainParams().calibration_repeats)
         thr, _ = m.oof_threshold(ds, _fit_lr, target_fpr, seed=seed + 1, repeats=repeats)
         return _fit_lr(ds), thr
     params = m.TrainParams(
