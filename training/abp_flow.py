@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from prefect.utilities.annotations import quote
 from secml.abp import MODEL_NAME
 from secml.abp import gate as gate_mod
 from secml.abp import model as m
+from secml.abp.alerts import EPISODE_SOURCE
 from secml.abp.generator import LABELS_FILE
 from secml.settings import get_settings
 from training.abp_evasion import after_promotion
@@ -107,41 +108,84 @@ def resolve_params(
     return m.TrainParams(**(tuned | given)), source
 
 
+@dataclass
+class AnalystLabels:
+    """Analyst labels of ``abp`` detections: of single samples, and of GPU episode alerts."""
+
+    samples: list[tuple[dict[str, Any], int]] = field(default_factory=list)
+    episodes: list[m.EpisodeLabel] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)  # episode labels left out, and why
+
+    def __len__(self) -> int:
+        """Labels joined (samples and episodes)."""
+        return len(self.samples) + len(self.episodes)
+
+
+def split_labels(df: Any) -> AnalystLabels:
+    """Labelled ``abp`` detections (``DetectionStore.labelled``) -> :class:`AnalystLabels`.
+
+    A sample detection (the gateway's, source ``nvsmi``) carries its nvidia-smi record; an
+    episode alert (source ``nvsmi-episode``, ``training.abp_pipeline --store-alerts``) carries
+    the GPU and the span of the run, and its label covers every sample of that span. An episode
+    record that is not one is left out with a warning naming the detection (the others stay).
+    """
+    out = AnalystLabels()
+    for det_id, source, rec, label in zip(
+        df["detection_id"], df["source"], df["record"], df["label"], strict=True
+    ):
+        if label not in ("true_positive", "false_positive"):
+            continue
+        mining = 1 if label == "true_positive" else 0
+        try:
+            if isinstance(rec, str):
+                rec = json.loads(rec)
+            if source == EPISODE_SOURCE:
+                out.episodes.append(m.EpisodeLabel.of(rec, mining))
+            else:
+                out.samples.append((rec, mining))
+        except (ValueError, m.DataError) as exc:
+            out.bad.append(f"detection {det_id}: {exc}")
+            log.warning("analyst label of detection %s left out: %s", det_id, exc)
+    return out
+
+
 @task(cache_policy=NO_CACHE)
-def analyst_labels(store_url: str) -> list[tuple[dict[str, Any], int]]:
+def analyst_labels(store_url: str) -> AnalystLabels:
     """Analyst labels of ``abp`` detections from the store: true_positive=1, false_positive=0."""
     try:
         from secml.store import DetectionStore
     except ImportError:
         log.warning("secml.store is not available; training without analyst labels")
-        return []
+        return AnalystLabels()
     store = DetectionStore(store_url)
     try:
         df = store.labelled("abp")
     finally:
         store.close()
-    out = []
-    for rec, label in zip(df["record"], df["label"], strict=True):
-        if isinstance(rec, str):
-            import json
-
-            rec = json.loads(rec)
-        if label in ("true_positive", "false_positive"):
-            out.append((rec, 1 if label == "true_positive" else 0))
-    log.info("%d analyst labels joined from the store", len(out))
+    out = split_labels(df)
+    log.info(
+        "%d sample and %d episode analyst labels joined from the store",
+        len(out.samples),
+        len(out.episodes),
+    )
     return out
 
 
 @task(name="abp-featurise", **CACHED)
 def featurise(
-    files: list[str], labels: list[str], analyst: list, key: str
+    files: list[str], labels: list[str], analyst: AnalystLabels, key: str
 ) -> tuple[m.Dataset, dict]:
     """Read the records and labels, parse the 18 features and join labels (analyst labels win).
 
     Cached on ``key`` (content hash of the files + the analyst labels): a re-run on unchanged
     data reads the featurised dataset instead of parsing every record again.
     """
-    return m.build_dataset(m.read_jsonlines(files), m.read_labels(labels), analyst)
+    return m.build_dataset(
+        m.read_jsonlines(files),
+        m.read_labels(labels),
+        analyst.samples,
+        episodes=analyst.episodes,
+    )
 
 
 @task(name="abp-split", **CACHED)
@@ -216,9 +260,23 @@ def promote(
 
 
 def _default_labels(files: list[str]) -> list[str]:
-    """``labels.csv`` beside each data file (one per directory)."""
-    dirs = dict.fromkeys(str(Path(f).parent) for f in files)
-    return [f"{d}/{LABELS_FILE}" for d in dirs]
+    """``labels.csv`` beside each data file (one per directory) where there is one.
+
+    A directory without one holds unlabelled logs (a fleet's own nvidia-smi logs, say): its
+    records train only where an analyst's label covers them (a labelled episode alert).
+    """
+    import fsspec
+
+    out = []
+    for d in dict.fromkeys(str(Path(f).parent) for f in files):
+        path = f"{d}/{LABELS_FILE}"
+        fs, local = fsspec.core.url_to_fs(path)
+        if fs.exists(local):
+            out.append(path)
+        else:
+            log.info("%s: no %s; its records train only where analysts labelled them", d,
+                     LABELS_FILE)  # fmt: skip
+    return out
 
 
 def prepare(
@@ -239,9 +297,11 @@ def prepare(
     data = data or [str(Path(settings.data_dir) / "abp" / "*.jsonlines")]
     files = m.expand(data)
     labels = m.expand(labels or _default_labels(files))
-    analyst = analyst_labels(settings.store_url) if use_store_labels else []
+    analyst = analyst_labels(settings.store_url) if use_store_labels else AnalystLabels()
     data_key = step_key(
-        file_digest(files), file_digest(labels), json.dumps(analyst, sort_keys=True, default=str)
+        file_digest(files),
+        file_digest(labels),
+        json.dumps([analyst.samples, analyst.episodes], sort_keys=True, default=str),
     )
     ds, counts = _run(hits, "featurise", featurise, files, labels, quote(analyst), data_key)
     split_key = step_key(data_key, split_by, test_fraction, seed)
@@ -316,6 +376,8 @@ def abp_train(
         "train_rows": str(len(train)),
         "test_rows": str(len(test)),
         "analyst_labels": str(len(prep["analyst"])),
+        "analyst_episode_labels": str(len(prep["analyst"].episodes)),
+        "episode_labelled_rows": str(counts.get("episode_labelled", 0)),
         "split": split_by,
         "data_files": ",".join(files)[:4000],
         "threshold": repr(calib["threshold"]),

@@ -37,7 +37,7 @@ class BackendError(RuntimeError):
 # ---------------------------------------------------------------- detections and labels
 
 
-def _as_dict(value: Any) -> dict:
+def as_dict(value: Any) -> dict:
     """A record column value as a dict (stored as dict or JSON text)."""
     if isinstance(value, Mapping):
         return dict(value)
@@ -113,7 +113,7 @@ def with_latest_labels(detections: pd.DataFrame, labelled: pd.DataFrame) -> pd.D
 def z_scores(row: Mapping[str, Any]) -> dict[str, float]:
     """Per-feature absolute z-scores of a detection, from wherever the store put them."""
     found: dict[str, float] = {}
-    sources = [row] + [_as_dict(row.get(k)) for k in ("details", "result", "scores")]
+    sources = [row] + [as_dict(row.get(k)) for k in ("details", "result", "scores")]
     for src in sources:
         for key, value in src.items():
             if isinstance(key, str) and key.endswith("_z_loss"):
@@ -704,9 +704,9 @@ def abp_explanation(booster: Any, row: Mapping[str, Any]) -> Any:
     """``secml.abp.explain.Explanation`` of a stored ABP detection, at its stored threshold."""
     from secml.abp.explain import explain
 
-    details = _as_dict(row.get("details"))
+    details = as_dict(row.get("details"))
     threshold = details.get("threshold")
-    record = _as_dict(row.get("record"))
+    record = as_dict(row.get("record"))
     if not record:
         raise BackendError("the detection holds no raw record to explain")
     return explain(booster, record, None if threshold is None else float(threshold))
@@ -715,7 +715,7 @@ def abp_explanation(booster: Any, row: Mapping[str, Any]) -> Any:
 def dfp_expected_actual(row: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per feature: the value seen, what the user's model expected, and |z|; plus the scoring
     facts (score kind, threshold, mean |z|, reasons) kept with the detection."""
-    details = _as_dict(row.get("details"))
+    details = as_dict(row.get("details"))
     items = details.get("top_features") or details.get("top") or []
     rows = []
     for item in items if isinstance(items, list) else []:

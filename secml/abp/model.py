@@ -235,13 +235,74 @@ class Dataset:
         )
 
 
+@dataclass(frozen=True)
+class EpisodeLabel:
+    """An analyst's label of one GPU episode alert: every sample of ``uuid`` from ``start`` to
+    ``end`` (epoch seconds, both included) is mining (1) or not (0)."""
+
+    uuid: str
+    start: float
+    end: float
+    mining: int
+
+    @classmethod
+    def of(cls, record: Any, mining: int) -> EpisodeLabel:
+        """From an episode alert's stored record (``secml.abp.alerts.Episode.as_dict``);
+        DataError naming the field when it is not one."""
+        if not isinstance(record, dict):
+            raise DataError(f"episode record must be an object, got {type(record).__name__}")
+        uuid = record.get("uuid")
+        if not isinstance(uuid, str) or not uuid:
+            raise DataError(f"episode record has no GPU uuid (uuid={uuid!r})")
+        try:
+            lo, hi = (parse_time(record.get(k)).timestamp() for k in ("start", "end"))
+        except ValueError as exc:
+            raise DataError(f"episode of {uuid}: bad start/end: {exc}") from None
+        if hi < lo:
+            raise DataError(f"episode of {uuid}: end {record['end']!r} before start")
+        if mining not in (0, 1):
+            raise DataError(f"episode of {uuid}: label must be 0 or 1, got {mining!r}")
+        return cls(uuid, lo, hi, int(mining))
+
+
+def _episode_lookup(
+    episodes: Iterable[EpisodeLabel],
+) -> Callable[[dict[str, Any], int], int | None]:
+    """``(record, index) -> label`` of the episode covering that sample (the later one listed
+    wins where two overlap), None outside every episode; only a GPU with an episode has its
+    timestamp read here."""
+    by_gpu: dict[str, list[EpisodeLabel]] = {}
+    for ep in episodes:
+        by_gpu.setdefault(ep.uuid, []).append(ep)
+
+    def find(rec: dict[str, Any], index: int) -> int | None:
+        eps = by_gpu.get(str(rec.get(UUID_KEY, "")))
+        if not eps:
+            return None
+        t = _epoch(rec, index)
+        for ep in reversed(eps):
+            if ep.start <= t <= ep.end:
+                return ep.mining
+        return None
+
+    return find
+
+
 def build_dataset(
     records: list[dict[str, Any]],
     labels: dict[tuple[str, str], tuple[int, str]],
     analyst: Iterable[tuple[dict[str, Any], int]] = (),
     window: int = DEFAULT_WINDOW,
+    episodes: Iterable[EpisodeLabel] = (),
 ) -> tuple[Dataset, dict[str, int]]:
-    """Join records to labels and analyst labels (which win); return the dataset and counts."""
+    """Join records to labels and analyst labels; return the dataset and counts.
+
+    Precedence: an analyst's label of the sample itself (``analyst``), then of an episode alert
+    covering it (``episodes``: every sample of the GPU from the episode's start to its end,
+    records with no labels file included), then the labels files.
+    """
+    in_episode = _episode_lookup(episodes)
+    episode_rows = 0
     overrides: dict[tuple[str, str], int] = {}
     extra: list[dict[str, Any]] = []
     extra_y: list[int] = []
@@ -256,9 +317,13 @@ def build_dataset(
     for i, rec in enumerate(records):
         key = record_key(rec)
         lab = labels.get(key)
+        ep = None if key in overrides else in_episode(rec, i)
         if key in overrides:
             y, prof = overrides[key], (lab[1] if lab else "analyst")
             overridden += 1
+        elif ep is not None:
+            y, prof = ep, (lab[1] if lab else "analyst")
+            episode_rows += 1
         elif lab is None:
             unlabelled += 1
             continue
@@ -301,6 +366,7 @@ def build_dataset(
         "unlabelled": unlabelled,
         "analyst_overrides": overridden,
         "analyst_added": added,
+        "episode_labelled": episode_rows,
         "mining": int(ds.y.sum()),
     }
     return ds, counts

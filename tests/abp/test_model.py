@@ -121,6 +121,7 @@ def test_analyst_labels_override_and_extend(fleet) -> None:
         "unlabelled": 0,
         "analyst_overrides": 1,
         "analyst_added": 1,
+        "episode_labelled": 0,
         "mining": int(ds.y.sum()),
     }
     assert ds.y[0] == 1 - y0

@@ -15,13 +15,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from secml.abp.alerts import EPISODE_SOURCE
 from ui import backend, clients, urlstate
 
 log = logging.getLogger(__name__)
 
 LABEL_NAMES = {"true_positive": "True positive", "false_positive": "False positive"}
 DETECTORS = ("abp", "dfp")
-SOURCES = ("azure", "duo", "nvsmi")
+SOURCES = ("azure", "duo", "nvsmi", "nvsmi-episode")
 LABEL_FILTER = {
     "all": "All",
     "unlabelled": "Unlabelled",
@@ -159,8 +160,28 @@ def _booster(tracking_uri: str, model_version: str) -> Any:
     return backend.load_abp_booster(tracking_uri, model_version)
 
 
+def _episode_detail(row: pd.Series) -> None:
+    """A GPU episode alert: its span and counts; its label covers every sample of the span."""
+    rec = backend.as_dict(row.get("record"))
+    details = backend.as_dict(row.get("details"))
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Highest mining probability", f"{float(rec.get('max_score', row['score'])):.3f}")
+    c2.metric("Flagged samples", f"{rec.get('flagged', '?')} of {rec.get('samples', '?')}")
+    thr = details.get("threshold")
+    c3.metric("Threshold", "?" if thr is None else f"{float(thr):.3f}")
+    st.markdown(f"GPU `{rec.get('uuid')}` from **{rec.get('start')}** to **{rec.get('end')}**.")
+    st.caption(
+        "A label here labels every sample of this GPU in that span for the next abp-train "
+        "(pass the logs it was scored from in its data; logs without a labels.csv train only "
+        "where such labels cover them)."
+    )
+
+
 def _abp_detail(row: pd.Series) -> None:
     """Probability, threshold and the SHAP contributions behind an ABP detection."""
+    if row.get("source") == EPISODE_SOURCE:
+        _episode_detail(row)
+        return
     settings = clients.settings()
     try:
         booster = _booster(str(settings.mlflow_tracking_uri), str(row["model_version"]))
@@ -276,7 +297,7 @@ def _detail(store: Any, det_id: int, user: str) -> None:
             cols = ["detection_id", "created_at", "score", "model_version"]
             st.dataframe(dets[cols], hide_index=True)
     with st.expander("Raw record"):
-        st.json(backend._as_dict(row["record"]) or row["record"], expanded=False)
+        st.json(backend.as_dict(row["record"]) or row["record"], expanded=False)
     if isinstance(row["user"], str) and row["user"]:
         hist = store.events(users=[row["user"]], page_size=11).rows
         hist = hist[hist["detection_id"] != det_id].head(10)

@@ -200,3 +200,22 @@ def test_bulk_label_selected_rows(seeded_store) -> None:
         assert list(hist["note"]) == ["known render farm"]
     others = set(table["detection_id"].astype(int)) - set(picked)
     assert all(seeded_store.event_labels(i).empty for i in others)
+
+
+def test_an_episode_alert_shows_its_span_and_what_its_label_covers(seeded_store) -> None:
+    """An ABP episode alert (``abp_pipeline --store-alerts``) is not one nvidia-smi record: the
+    page shows its GPU, span and counts instead of a SHAP explanation, and can filter on it."""
+    from secml.abp.alerts import Episode
+
+    ep = Episode("GPU-ep-1", "Mon Nov 02 10:00:00 2026", "Mon Nov 02 10:30:00 2026", 61, 58, 0.998)
+    (det_id,) = seeded_store.add_detections([ep.detection("abp-nvsmi-xgb:3", threshold=0.97)])
+    at = page_app("detections")
+    at.query_params["detection"] = str(det_id)
+    at.run()
+    assert not at.exception
+    assert texts(at.metric)[:3] == ["0.998", "58 of 61", "0.970"]
+    assert any("GPU-ep-1" in m and "10:30:00" in m for m in texts(at.markdown))
+    assert any("labels every sample of this GPU in that span" in c for c in texts(at.caption))
+    assert not texts(at.warning), "no explanation is attempted for an episode"
+    at.multiselect(key="f_source").select("nvsmi-episode").run()
+    assert _caption(at) == "Page 1 of 1 · 1 events match"
