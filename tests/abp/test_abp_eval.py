@@ -22,14 +22,18 @@ def test_eval_prints_every_split_beside_the_baseline_and_logs_to_mlflow(
     out = tmp_path / "res.json"
     code = abp_eval.main(["--seeds", "0", "--gpus", "17", "--hours", "1", "--interval", "60",
                           "--indep-gpus", "15", "--indep-hours", "1", "--trees", "5",
-                          "--detectors", "lr", "xgb", "--splits", "lopo", "indep",
+                          "--detectors", "lr", "xgb", "--splits", "lopo", "indep", "ceiling",
                           "--xgb", '{"max_depth": 3}', "--json", str(out)])  # fmt: skip
     assert code == 0
     text = capsys.readouterr().out
     assert "leave one mining profile out" in text and "independent generator" in text
     assert "recall at FPR<=0.001" in text and text.count("lr") >= 2
     res = json.loads(out.read_text())
-    assert set(res) == {"lopo", "indep"} and set(res["indep"]) == {"lr", "xgb"}
+    assert set(res) == {"lopo", "indep", "ceiling"} and set(res["indep"]) == {"lr", "xgb"}
+    # the ceiling: the same test fleet, trained on another fleet of its own generator
+    assert "ceiling: trained on another fleet of the independent generator" in text
+    assert res["ceiling"]["xgb"]["segments"] == res["indep"]["xgb"]["segments"]
+    assert res["ceiling"]["xgb"]["roc_auc"] != res["indep"]["xgb"]["roc_auc"]
     ind = res["indep"]["xgb"]
     assert 0 <= ind["recall_at_fpr"] <= 1 and 0 <= ind["segment_recall"] <= 1
     assert any(k.startswith("recall/mine_") for k in ind)
