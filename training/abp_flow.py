@@ -114,7 +114,7 @@ class AnalystLabels:
 
     samples: list[tuple[dict[str, Any], int]] = field(default_factory=list)
     episodes: list[m.EpisodeLabel] = field(default_factory=list)
-    bad: list[str] = field(default_factory=list)  # episode labels left out, and why
+    bad: list[str] = field(default_factory=list)  # labels left out, and why
 
     def __len__(self) -> int:
         """Labels joined (samples and episodes)."""
@@ -378,6 +378,7 @@ def abp_train(
         "analyst_labels": str(len(prep["analyst"])),
         "analyst_episode_labels": str(len(prep["analyst"].episodes)),
         "episode_labelled_rows": str(counts.get("episode_labelled", 0)),
+        "analyst_labels_left_out": str(len(prep["analyst"].bad)),
         "split": split_by,
         "data_files": ",".join(files)[:4000],
         "threshold": repr(calib["threshold"]),

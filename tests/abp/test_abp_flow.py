@@ -70,6 +70,8 @@ def test_first_version_is_logged_and_promoted(first, model_name) -> None:
     assert {"f1", "precision", "recall", "roc_auc"} <= set(run.data.metrics)
     assert any(k.startswith("recall_mining_") for k in run.data.metrics)
     assert run.data.tags["analyst_labels"] == "1"
+    assert run.data.tags["analyst_episode_labels"] == "0"
+    assert run.data.tags["analyst_labels_left_out"] == "0"
     # calibrated over three fold draws pooled; the run keeps the range of single-draw thresholds
     lo, hi = map(float, run.data.tags["threshold_draws"].split(".."))
     assert calib["repeats"] == 3 and lo <= calib["threshold"] <= hi
