@@ -184,11 +184,10 @@ def _schema_error(exc: Exception, default_index: int) -> RecordError:
 
 
 # ---------------------------------------------------------------------------------- ABP
-ABP_KEEP: tuple[str, ...] = COLUMN_KEYS + (
-    UUID_KEY,
-    TIMESTAMP_KEY,
-    "nvidia_smi_log.gpu.product_name",
-    "nvidia_smi_log.hostname",
+ABP_KEEP: tuple[str, ...] = (
+    features.FEATURES
+    + tuple(a for names in features.ALIASES.values() for a in names)
+    + (UUID_KEY, TIMESTAMP_KEY, "nvidia_smi_log.gpu.product_name", "nvidia_smi_log.hostname")
 )
 
 

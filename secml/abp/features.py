@@ -14,7 +14,7 @@ column by column (each distinct string of a column is parsed once), timestamps i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -249,28 +249,8 @@ def _column(
     return vals, present, errors
 
 
-# Driver 580 and newer print no absolute temperature thresholds: they print the margin to the
-# board's thermal limit T.Limit (``gpu_temp_tlimit``, "45 C" = 45 degrees below it) and each
-# threshold as an offset from T.Limit (``gpu_temp_slow_tlimit_threshold`` "-2 C": slowdown 2
-# degrees above it). The absolute threshold is then ``temp + margin - offset``, the same number
-# an older driver prints for the same board, so a board reads the same whichever driver logs it.
-TLIMIT_MARGIN = PREFIX + "temperature.gpu_temp_tlimit"
-TLIMIT_OFFSETS: dict[str, str] = {
-    PREFIX + "temperature.gpu_temp_max_threshold": PREFIX
-    + "temperature.gpu_temp_max_tlimit_threshold",
-    PREFIX + "temperature.gpu_temp_slow_threshold": PREFIX
-    + "temperature.gpu_temp_slow_tlimit_threshold",
-}
-_TEMP = FEATURES.index(PREFIX + "temperature.gpu_temp")
-
-COLUMN_KEYS: tuple[str, ...] = (
-    FEATURES
-    + tuple(a for names in ALIASES.values() for a in names)
-    + (TLIMIT_MARGIN, *TLIMIT_OFFSETS.values())
-)
+COLUMN_KEYS: tuple[str, ...] = FEATURES + tuple(a for names in ALIASES.values() for a in names)
 MISSING = _MISSING  # the value of a key a record does not have (for ``extract_columns``)
-_LAZY = (TLIMIT_MARGIN, *TLIMIT_OFFSETS.values())
-_EAGER = tuple(k for k in COLUMN_KEYS if k not in _LAZY)
 
 
 def extract(
@@ -289,25 +269,8 @@ def extract(
                 index=None if start_index is None else start_index + i,
             )
         recs = [{} if i in bad_type else r for i, r in enumerate(recs)]
-    columns: dict[str, Sequence[Any]] = {k: [r.get(k, _MISSING) for r in recs] for k in _EAGER}
-    for k in _LAZY:  # read only for the rows that lack an absolute threshold
-        columns[k] = _KeyColumn(recs, k)
+    columns = {k: [r.get(k, _MISSING) for r in recs] for k in COLUMN_KEYS}
     return extract_columns(columns, len(recs), start_index, max_errors, first)
-
-
-class _KeyColumn(Sequence[Any]):
-    """One key of a list of records, read on access (``MISSING`` where a record lacks it)."""
-
-    def __init__(self, records: list[Any], key: str) -> None:
-        self._records, self._key = records, key
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return [r.get(self._key, _MISSING) for r in self._records[i]]
-        return self._records[i].get(self._key, _MISSING)
 
 
 def extract_columns(
@@ -334,7 +297,6 @@ def extract_columns(
         for i, exc in errs.items():
             if i not in first:
                 first[i] = FeatureError(exc.detail, index=at(i), field=FEATURES[j])
-    _thresholds_from_tlimit(columns, X, n, first, at)
     for i in np.flatnonzero(present == 0).tolist():
         if i not in first:
             first[i] = FeatureError(
@@ -350,61 +312,6 @@ def extract_columns(
         if max_errors is None or len(errors) < max_errors:
             errors.append(first[i])
     return Extracted(X, errors, ok)
-
-
-def _celsius(
-    columns: Mapping[str, Sequence[Any]], key: str, rows: np.ndarray
-) -> tuple[np.ndarray, dict[int, FeatureError]]:
-    """The values of ``key`` at ``rows`` in degrees C (NaN where missing or N/A), and errors."""
-    col = columns.get(key)
-    out = np.full(len(rows), np.nan, dtype=np.float32)
-    errors: dict[int, FeatureError] = {}
-    if col is None:
-        return out, errors
-    table: dict[Any, float | FeatureError] = {}
-    for k, i in enumerate(rows.tolist()):
-        v = col[i]
-        if v is _MISSING:
-            continue
-        try:
-            got = table[v]
-        except (KeyError, TypeError):  # TypeError: an unhashable (dict/list) value
-            try:
-                got = parse_value(v, key, "C")
-            except FeatureError as exc:
-                got = exc
-            try:
-                table[v] = got
-            except TypeError:
-                pass
-        if isinstance(got, FeatureError):
-            errors[i] = got
-        else:
-            out[k] = got
-    return out, errors
-
-
-def _thresholds_from_tlimit(
-    columns: Mapping[str, Sequence[Any]],
-    X: np.ndarray,
-    n: int,
-    first: dict[int, FeatureError],
-    at: Callable[[int], int | None],
-) -> None:
-    """Fill absolute temperature thresholds a record lacks from its T.Limit readings (580+)."""
-    if columns.get(TLIMIT_MARGIN) is None:
-        return
-    for name, offset_key in TLIMIT_OFFSETS.items():
-        j = FEATURES.index(name)
-        rows = np.flatnonzero(np.isnan(X[:, j]) & ~np.isnan(X[:, _TEMP]))
-        if not len(rows):
-            continue
-        margin, bad_m = _celsius(columns, TLIMIT_MARGIN, rows)
-        offset, bad_o = _celsius(columns, offset_key, rows)
-        for i, exc in (*bad_m.items(), *bad_o.items()):
-            if i not in first:
-                first[i] = FeatureError(exc.detail, index=at(i), field=exc.field)
-        X[rows, j] = X[rows, _TEMP] + margin - offset  # NaN where either is missing
 
 
 def parse_record(record: Any, index: int | None = None) -> np.ndarray:

@@ -24,7 +24,6 @@ from secml.abp.features import (
     parse_value,
     to_matrix,
 )
-from secml.abp.generator import GPU_SPECS
 
 G = "nvidia_smi_log.gpu."
 
@@ -109,78 +108,6 @@ def test_power_falls_back_past_na_to_the_first_reading(fields: dict, expected: f
     rec = {G + k: v for k, v in fields.items()} | {G + "utilization.gpu_util": "1 %"}
     value = parse_record(rec)[FEATURES.index(G + "power_readings.power_draw")]
     assert math.isnan(value) if expected is None else value == pytest.approx(expected)
-
-
-# One board, one moment, as a driver before 580 prints it (absolute thresholds) and as 580
-# prints it (margin to T.Limit and each threshold's offset from T.Limit).
-_OLD_DRIVER = {
-    "temperature.gpu_temp": "41 C",
-    "temperature.gpu_temp_max_threshold": "93 C",
-    "temperature.gpu_temp_slow_threshold": "88 C",
-    "utilization.gpu_util": "97 %",
-}
-_DRIVER_580 = {
-    "temperature.gpu_temp": "41 C",
-    "temperature.gpu_temp_tlimit": "45 C",
-    "temperature.gpu_temp_max_tlimit_threshold": "-7 C",
-    "temperature.gpu_temp_slow_tlimit_threshold": "-2 C",
-    "utilization.gpu_util": "97 %",
-}
-
-
-def test_driver_580_thresholds_are_rebuilt_from_t_limit() -> None:
-    old, new = ({G + k: v for k, v in r.items()} for r in (_OLD_DRIVER, _DRIVER_580))
-    X = to_matrix([old, new])
-    np.testing.assert_array_equal(X[0], X[1])
-    assert X[1, FEATURES.index(G + "temperature.gpu_temp_slow_threshold")] == 88
-    assert X[1, FEATURES.index(G + "temperature.gpu_temp_max_threshold")] == 93
-    # the derived temperature ratio is there for 580 boards too
-    slow = derive(X, [DERIVED_PREFIX + "temp_of_slowdown"])[:, -1]
-    assert slow[1] == slow[0] == pytest.approx(41 / 88)
-
-
-@pytest.mark.parametrize(
-    "drop",
-    ["temperature.gpu_temp", "temperature.gpu_temp_tlimit",
-     "temperature.gpu_temp_slow_tlimit_threshold"],
-)  # fmt: skip
-def test_t_limit_thresholds_need_the_temperature_margin_and_offset(drop: str) -> None:
-    rec = {G + k: v for k, v in _DRIVER_580.items() if k != drop}
-    row = parse_record(rec)
-    assert math.isnan(row[FEATURES.index(G + "temperature.gpu_temp_slow_threshold")])
-
-
-def test_an_absolute_threshold_wins_over_t_limit() -> None:
-    rec = {
-        G + k: v for k, v in (_DRIVER_580 | {"temperature.gpu_temp_slow_threshold": "90 C"}).items()
-    }
-    assert parse_record(rec)[FEATURES.index(G + "temperature.gpu_temp_slow_threshold")] == 90
-
-
-def test_a_bad_t_limit_reading_names_its_field_and_record() -> None:
-    good = {G + k: v for k, v in _DRIVER_580.items()}
-    bad = good | {G + "temperature.gpu_temp_tlimit": "45 W"}
-    with pytest.raises(FeatureError) as exc:
-        to_matrix([good, bad], start_index=5)
-    assert exc.value.index == 6 and exc.value.field == G + "temperature.gpu_temp_tlimit"
-    assert "'C'" in str(exc.value)
-
-
-def test_generated_580_boards_read_their_spec_thresholds(fleet) -> None:
-    """Every 580 record with a temperature reads the board's own slowdown/shutdown thresholds."""
-    specs = {s.name: s for s in GPU_SPECS}
-    r580 = [
-        r for r in fleet.records
-        if r["nvidia_smi_log.driver_version"].startswith("580.")
-        and r[G + "temperature.gpu_temp"] != "N/A"
-    ]  # fmt: skip
-    assert r580
-    X = to_matrix(r580)
-    spec = [specs[r[G + "product_name"]] for r in r580]
-    slow = X[:, FEATURES.index(G + "temperature.gpu_temp_slow_threshold")]
-    shut = X[:, FEATURES.index(G + "temperature.gpu_temp_max_threshold")]
-    np.testing.assert_array_equal(slow, [s.temp_slowdown for s in spec])
-    np.testing.assert_array_equal(shut, [s.temp_shutdown for s in spec])
 
 
 def test_to_matrix_matches_parse_record(fleet) -> None:
